@@ -1,0 +1,28 @@
+"""mmalign core: hook specs, plugin manager, run specs, runner and CLI.
+
+Importing this package never imports torch or transformers.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import ComponentConfig
+from .entries import EvaluatorEntry, JudgeEntry, LossEntry, ModelEntry, SourceEntry
+from .hookspecs import hookimpl
+from .types import EvalResult, GenerationRequest, ImageRef, PreferencePair, SFTExample
+
+__all__ = [
+    "__version__",
+    "hookimpl",
+    "ComponentConfig",
+    "ModelEntry",
+    "SourceEntry",
+    "LossEntry",
+    "EvaluatorEntry",
+    "JudgeEntry",
+    "PreferencePair",
+    "SFTExample",
+    "ImageRef",
+    "GenerationRequest",
+    "EvalResult",
+]

@@ -1,0 +1,146 @@
+"""Typed entry records that plugins return from the registration hooks.
+
+An entry describes a component without importing its implementation: the
+config class is a light pydantic model, the factory is a ``"module:attr"``
+string imported only when a run builds the component.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+KINDS: tuple[str, ...] = ("model", "preference_source", "loss", "evaluator", "judge")
+
+KIND_LABELS = {
+    "model": "model",
+    "preference_source": "preference source",
+    "loss": "loss",
+    "evaluator": "evaluator",
+    "judge": "judge",
+}
+
+
+class EntryError(ValueError):
+    """An entry record is malformed (raised at registration time)."""
+
+
+@dataclass(frozen=True)
+class ComponentEntry:
+    """Base record. Subclasses fix ``kind``.
+
+    Attributes:
+        name: kebab-case name, unique per kind within a plugin.
+        summary: one line shown by ``mmalign plugins``.
+        config: pydantic model class (``extra="forbid"``, every field described).
+        factory: ``"package.module:callable"``; called as ``factory(config)``.
+        capabilities: what the component offers (e.g. ``"generate"``, ``"pairs"``, ``"sft"``).
+        requires: what it needs from the rest of the run (e.g. ``"reference"``, ``"generate"``).
+        plugin: filled in by the plugin manager (the registering plugin's name).
+    """
+
+    kind: ClassVar[str] = ""
+
+    name: str
+    summary: str
+    config: type[BaseModel]
+    factory: str
+    capabilities: frozenset[str] = frozenset()
+    requires: frozenset[str] = frozenset()
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "capabilities", frozenset(self.capabilities))
+        object.__setattr__(self, "requires", frozenset(self.requires))
+        problems = validate_entry(self)
+        if problems:
+            raise EntryError(f"{self.kind} entry {self.name!r}: " + "; ".join(problems))
+
+    def load_factory(self) -> Any:
+        """Import and return the factory callable."""
+        module_name, _, attr = self.factory.partition(":")
+        module = importlib.import_module(module_name)
+        obj = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def build(self, config: BaseModel | dict | None = None) -> Any:
+        """Validate ``config`` (a dict or config instance) and call the factory."""
+        if config is None:
+            config = self.config()
+        elif isinstance(config, dict):
+            config = self.config.model_validate(config)
+        return self.load_factory()(config)
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.plugin}:{self.name}" if self.plugin else self.name
+
+
+@dataclass(frozen=True)
+class ModelEntry(ComponentEntry):
+    """A model: ``factory(config)`` returns an object satisfying :class:`mmalign_core.protocols.AlignableModel`."""
+
+    kind: ClassVar[str] = "model"
+
+
+@dataclass(frozen=True)
+class SourceEntry(ComponentEntry):
+    """A preference (or SFT) data source. Capabilities: ``"pairs"``, ``"sft"``, ``"static"``/``"online"``."""
+
+    kind: ClassVar[str] = "preference_source"
+
+
+@dataclass(frozen=True)
+class LossEntry(ComponentEntry):
+    """A training objective. ``requires`` may hold ``"reference"`` and ``"rejected"``."""
+
+    kind: ClassVar[str] = "loss"
+    # Names of the per-step metrics this loss logs (documentation and contract checks).
+    metrics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EvaluatorEntry(ComponentEntry):
+    """A benchmark or probe. ``metrics`` lists exactly the metric names it reports."""
+
+    kind: ClassVar[str] = "evaluator"
+    metrics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JudgeEntry(ComponentEntry):
+    """Ranks or grades answers (online-DPO, judge-scored benchmarks)."""
+
+    kind: ClassVar[str] = "judge"
+
+
+ENTRY_TYPES: dict[str, type[ComponentEntry]] = {
+    cls.kind: cls for cls in (ModelEntry, SourceEntry, LossEntry, EvaluatorEntry, JudgeEntry)
+}
+
+
+def validate_entry(entry: ComponentEntry) -> list[str]:
+    """Problems with an entry record (empty list when fine)."""
+    import re
+
+    problems: list[str] = []
+    if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", entry.name or ""):
+        problems.append("name must be kebab-case (lower-case letters, digits and single dashes)")
+    if not entry.summary or "\n" in entry.summary:
+        problems.append("summary must be one non-empty line")
+    cfg = entry.config
+    if not (isinstance(cfg, type) and issubclass(cfg, BaseModel)):
+        problems.append("config must be a pydantic BaseModel subclass")
+    else:
+        if cfg.model_config.get("extra") != "forbid":
+            problems.append(f"config class {cfg.__name__} must set model_config extra='forbid'")
+        undocumented = [n for n, f in cfg.model_fields.items() if not f.description]
+        if undocumented:
+            problems.append(f"config fields without a description: {', '.join(undocumented)}")
+    if not isinstance(entry.factory, str) or not re.fullmatch(r"[\w.]+:[\w.]+", entry.factory):
+        problems.append("factory must be a 'module:attr' string")
+    return problems

@@ -1,0 +1,75 @@
+"""The pluggy hook specifications of mmalign.
+
+Registration hooks return lists of entry records; lifecycle hooks observe a
+run. Every hook here is documented with its exact signature in
+``docs/hooks.md`` (a test keeps the two in step).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT = "mmalign"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def mmalign_models() -> list:
+    """Return a list of :class:`~mmalign_core.entries.ModelEntry` this plugin provides."""
+
+
+@hookspec
+def mmalign_preference_sources() -> list:
+    """Return a list of :class:`~mmalign_core.entries.SourceEntry` this plugin provides."""
+
+
+@hookspec
+def mmalign_losses() -> list:
+    """Return a list of :class:`~mmalign_core.entries.LossEntry` this plugin provides."""
+
+
+@hookspec
+def mmalign_evaluators() -> list:
+    """Return a list of :class:`~mmalign_core.entries.EvaluatorEntry` this plugin provides."""
+
+
+@hookspec
+def mmalign_judges() -> list:
+    """Return a list of :class:`~mmalign_core.entries.JudgeEntry` this plugin provides."""
+
+
+@hookspec
+def mmalign_check_run(spec: Any, resolved: Any) -> list:
+    """Return problems (strings) with a whole run that no single config can see.
+
+    ``spec`` is the validated :class:`~mmalign_core.spec.RunSpec`; ``resolved``
+    maps each component's JSON path to its entry record. Called during
+    ``mmalign validate`` and before ``mmalign run``; must not import torch.
+    """
+
+
+@hookspec
+def mmalign_on_metrics(run_dir: Any, stage: str, step: int, metrics: dict) -> None:
+    """Observe one logged row of training metrics (after it is written to ``metrics.jsonl``)."""
+
+
+@hookspec
+def mmalign_on_evaluation(run_dir: Any, stage: str, evaluator: str, metrics: dict) -> None:
+    """Observe the metrics of one evaluator once it has finished."""
+
+
+@hookspec
+def mmalign_on_run_end(run_dir: Any, manifest: dict) -> None:
+    """Observe the end of a run, with its final manifest."""
+
+
+REGISTRATION_HOOKS: dict[str, str] = {
+    "model": "mmalign_models",
+    "preference_source": "mmalign_preference_sources",
+    "loss": "mmalign_losses",
+    "evaluator": "mmalign_evaluators",
+    "judge": "mmalign_judges",
+}

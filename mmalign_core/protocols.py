@@ -1,0 +1,145 @@
+"""The interfaces between the runner and the components plugins provide.
+
+These are structural (``typing.Protocol``): a component need not inherit from
+anything, it only has to offer these methods. Tensor types are only named in
+annotations, so this module imports no torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence, runtime_checkable
+
+from .types import EvalResult, GenerationRequest, PreferencePair, SFTExample
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+def _plain_progress(iterable: Iterable, desc: str = "", total: int | None = None) -> Iterable:
+    return iterable
+
+
+@dataclass
+class Context:
+    """What the runner hands to sources, evaluators and judges.
+
+    Attributes:
+        seed: the run's seed; components derive their own RNGs from it.
+        output_dir: a directory this component may write to (created by the runner).
+        cache_dir: a directory shared across runs for reusable artefacts.
+        progress: wraps a long iterable in a progress bar: ``progress(it, desc=..., total=...)``.
+        log: prints a line to the run's console and log file.
+    """
+
+    seed: int = 0
+    output_dir: Path = field(default_factory=lambda: Path("."))
+    cache_dir: Path = field(default_factory=lambda: Path(".mmalign-cache"))
+    progress: Callable[..., Iterable] = _plain_progress
+    log: Callable[[str], None] = print
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PairLogps:
+    """Summed response-token log-probs for a batch of pairs (tensors of shape [B]).
+
+    ``*_tokens`` are the number of response tokens per sequence, so a loss can
+    turn sums into means. ``extra_rejected`` holds one tensor per additional
+    rejected answer (``PreferencePair.extra_rejected``).
+    """
+
+    chosen: "torch.Tensor"
+    rejected: Optional["torch.Tensor"]
+    chosen_tokens: "torch.Tensor"
+    rejected_tokens: Optional["torch.Tensor"]
+    extra_rejected: list["torch.Tensor"] = field(default_factory=list)
+    extra_rejected_tokens: list["torch.Tensor"] = field(default_factory=list)
+
+
+@dataclass
+class LossInputs:
+    """Everything a loss may read for one micro-batch."""
+
+    policy: PairLogps
+    reference: Optional[PairLogps]
+    pairs: Sequence[PreferencePair] | Sequence[SFTExample]
+
+
+@dataclass
+class LossOutput:
+    """A scalar loss with gradients and the metrics to log for this micro-batch."""
+
+    loss: "torch.Tensor"
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class AlignableModel(Protocol):
+    """A trainable vision-language model as the runner and the components see it."""
+
+    @property
+    def module(self) -> "torch.nn.Module":
+        """The underlying ``torch.nn.Module`` (what the optimizer updates)."""
+
+    def pair_logps(self, pairs: Sequence[PreferencePair], *, with_rejected: bool = True) -> PairLogps:
+        """Summed log-probs of chosen (and rejected) answers, with gradients."""
+
+    def sft_logps(self, examples: Sequence[SFTExample]) -> PairLogps:
+        """Summed log-probs of the responses of SFT examples (``chosen`` side), with gradients."""
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        *,
+        max_new_tokens: int = 64,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        batch_size: int = 16,
+    ) -> list[str]:
+        """Continue each request; never emits the image token."""
+
+    def continuation_logprobs(
+        self, requests: Sequence[GenerationRequest], continuations: Sequence[str], *, batch_size: int = 32
+    ) -> list[float]:
+        """Summed log-prob of each continuation given its request (no gradients)."""
+
+    def trainable_parameter_groups(self, lr: float, projector_lr: float | None) -> list[dict[str, Any]]:
+        """Optimizer parameter groups (e.g. language model vs multimodal projector)."""
+
+    def reference(self) -> Any:
+        """A context manager under which forward passes use the frozen reference weights."""
+
+    def save_pretrained(self, path: Path) -> None:
+        """Write a folder loadable with plain transformers (and peft, for adapters)."""
+
+    def fingerprint(self) -> str:
+        """A short hash identifying the weights and processor settings."""
+
+
+@runtime_checkable
+class PreferenceSource(Protocol):
+    """Yields canonical examples. Static sources ignore ``model``; online ones use it."""
+
+    def pairs(self, ctx: Context) -> Iterator[PreferencePair]:
+        """Preference pairs (capability ``"pairs"``)."""
+
+    def fingerprint(self) -> str:
+        """A hash of the underlying data (files, generator settings) for the manifest."""
+
+
+@runtime_checkable
+class Loss(Protocol):
+    def __call__(self, inputs: LossInputs) -> LossOutput: ...
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    def evaluate(self, model: AlignableModel, ctx: Context) -> EvalResult: ...
+
+
+@runtime_checkable
+class Judge(Protocol):
+    def compare(self, request: GenerationRequest, answers: Sequence[str], ctx: Context) -> dict[str, Any]:
+        """Rank answers for one request; returns at least ``{"best": index | None}``."""

@@ -1,0 +1,125 @@
+"""The run-spec envelope (phase one of validation).
+
+A run spec is JSON: a model, a list of stages, and run-wide settings. Each
+component appears as ``{"name": ..., "config": {...}}``; its ``config`` is
+checked in phase two against the component's own config class
+(see :mod:`mmalign_core.spec`).
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SPEC_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ComponentRef(_Strict):
+    """A reference to a registered component and its configuration."""
+
+    name: str = Field(description="Registered component name, or 'plugin:name' to pick one provider.")
+    config: dict[str, Any] = Field(default_factory=dict, description="Settings checked against the component's own config class.")
+
+
+class LoraSettings(_Strict):
+    """Low-rank adapters for the language model (applied through peft)."""
+
+    r: int = Field(8, ge=1, description="Adapter rank.")
+    alpha: float = Field(16.0, gt=0, description="Adapter scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: str = Field(
+        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$",
+        description="Regex over module names that receive adapters; the default matches only the language model.",
+    )
+
+
+class TrainSettings(_Strict):
+    """Optimisation settings of a training stage."""
+
+    steps: Optional[int] = Field(None, ge=1, description="Optimizer steps; exclusive with 'epochs'.")
+    epochs: Optional[float] = Field(None, gt=0, description="Passes over the data; exclusive with 'steps'. Default 1 when neither is set.")
+    batch_size: int = Field(8, ge=1, description="Examples per optimizer step (the global batch, across accumulation).")
+    micro_batch_size: Optional[int] = Field(None, ge=1, description="Examples per forward pass; batch_size must be a multiple. Default: batch_size.")
+    lr: float = Field(1e-5, gt=0, description="Peak learning rate of the language model parameters.")
+    projector_lr: Optional[float] = Field(None, gt=0, description="Learning rate of the multimodal projector; default: lr.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    schedule: Literal["constant", "linear", "cosine"] = Field("cosine", description="Learning-rate schedule after warmup.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps with linear warmup.")
+    max_grad_norm: Optional[float] = Field(1.0, gt=0, description="Gradient clipping norm; null disables clipping.")
+    log_every: int = Field(10, ge=1, description="Write a metrics row every N optimizer steps.")
+    checkpoint_every: Optional[int] = Field(None, ge=1, description="Save a resumable checkpoint every N steps; null: only at the end.")
+    keep_checkpoints: int = Field(2, ge=1, description="How many intermediate checkpoints to keep.")
+    lora: Optional[LoraSettings] = Field(None, description="Train low-rank adapters instead of all weights.")
+    freeze_vision: bool = Field(True, description="Keep the vision tower frozen.")
+    max_examples: Optional[int] = Field(None, ge=1, description="Use only the first N examples of the data (after the source's own subsampling).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainSettings":
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("set either 'steps' or 'epochs', not both")
+        mb = self.micro_batch_size or self.batch_size
+        if self.batch_size % mb:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({mb})")
+        return self
+
+
+class SFTStage(_Strict):
+    """Supervised fine-tuning on the responses of a data source."""
+
+    type: Literal["sft"]
+    name: Optional[str] = Field(None, description="Stage name used in outputs; default 'sft'.")
+    data: ComponentRef = Field(description="A preference source with the 'sft' capability (or whose chosen answers are used).")
+    loss: ComponentRef = Field(default_factory=lambda: ComponentRef(name="sft"), description="The training objective.")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="Optimisation settings.")
+
+
+class AlignStage(_Strict):
+    """Preference optimisation against a frozen reference (the model at the start of the stage)."""
+
+    type: Literal["align"]
+    name: Optional[str] = Field(None, description="Stage name used in outputs; default 'align'.")
+    data: ComponentRef = Field(description="A preference source with the 'pairs' capability.")
+    loss: ComponentRef = Field(default_factory=lambda: ComponentRef(name="dpo"), description="The preference loss.")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="Optimisation settings.")
+
+
+class EvaluateStage(_Strict):
+    """Run evaluators on the current model."""
+
+    type: Literal["evaluate"]
+    name: Optional[str] = Field(None, description="Stage name used in the report; default 'evaluate'.")
+    evaluators: list[ComponentRef] = Field(min_length=1, description="Evaluators to run, in order.")
+
+
+Stage = Annotated[Union[SFTStage, AlignStage, EvaluateStage], Field(discriminator="type")]
+
+
+class RunSpec(_Strict):
+    """A whole run: one model and a list of stages, executed in order."""
+
+    spec_version: Literal[1] = Field(SPEC_VERSION, description="Version of the spec format.")
+    name: str = Field(description="Run name; the default output directory is runs/<name>.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = Field("", description="Free text recorded in the manifest and report.")
+    output_dir: Optional[str] = Field(None, description="Where the run writes; relative paths are resolved against the current directory.")
+    seed: int = Field(0, description="Seed for data order, sampling and initialisation.")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the trained weights.")
+    deterministic: bool = Field(False, description="Use deterministic torch algorithms (slower, exactly repeatable).")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch; default: torch's choice.")
+    model: ComponentRef = Field(description="The model to train and evaluate.")
+    stages: list[Stage] = Field(min_length=1, description="Stages run in order: 'sft', 'align', 'evaluate'.")
+
+    def stage_names(self) -> list[str]:
+        """Unique names per stage: the given name or '<type>', suffixed with a counter when repeated."""
+        seen: dict[str, int] = {}
+        names = []
+        for st in self.stages:
+            base = st.name or st.type
+            seen[base] = seen.get(base, 0) + 1
+            names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+        return names
