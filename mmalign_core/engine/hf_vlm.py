@@ -1,0 +1,417 @@
+"""A Hugging Face vision-language model behind the :class:`~mmalign_core.protocols.AlignableModel` interface.
+
+One class serves every family that loads through ``AutoModelForImageTextToText``
+and ``AutoProcessor``: the processor expands image placeholders and prepares
+pixel tensors; this class appends answer tokens, pads, masks the prompt out of
+the loss, and sums response-token log-probs.
+
+Layout of a training sequence::
+
+    [prompt tokens from the processor (image tokens expanded)] [answer tokens] [eos]
+
+The prompt is rendered by the processor's chat template with the generation
+prompt, so it is by construction a prefix of the full conversation; answer
+tokens are tokenized on their own, which keeps the prompt/answer boundary exact.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..protocols import PairLogps
+from ..types import GenerationRequest, ImageRef, PreferencePair, SFTExample
+
+PROJECTOR_NAMES = ("multi_modal_projector", "connector", "merger")
+VISION_NAMES = ("vision_tower", "vision_model", "visual")
+
+
+class SequenceTooLong(ValueError):
+    """A sample does not fit the length budget; it is never truncated through its image tokens."""
+
+
+@dataclass
+class _Encoded:
+    inputs: dict[str, torch.Tensor]
+    response_mask: torch.Tensor  # [N, T] bool, True on answer tokens (incl. eos)
+
+
+def _load_images(refs: Sequence[ImageRef]) -> list:
+    return [r.load() for r in refs]
+
+
+class HFVisionLanguageModel:
+    """Wraps an HF image-text-to-text model and its processor.
+
+    Args:
+        model: a ``PreTrainedModel`` (optionally a ``peft.PeftModel``).
+        processor: the family's ``ProcessorMixin`` (must have a chat template).
+        name_or_path: where the weights came from (recorded in manifests and adapter configs).
+        device: torch device for inputs.
+        max_length: length budget per sequence (prompt with expanded image tokens + answer).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        name_or_path: str = "",
+        device: str | torch.device = "cpu",
+        max_length: int | None = None,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.name_or_path = name_or_path
+        self.device = torch.device(device)
+        self.max_length = max_length
+        cfg = self._base_config()
+        self.image_token_id = getattr(cfg, "image_token_id", None)
+        if self.image_token_id is None:
+            self.image_token_id = getattr(cfg, "image_token_index", None)
+        self.eos_token_id = self.tokenizer.eos_token_id
+        self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_token_id
+        self._frozen_reference: HFVisionLanguageModel | None = None
+
+    # ------------------------------------------------------------------ basics
+    def _base_config(self) -> Any:
+        m = self.model
+        if hasattr(m, "get_base_model"):
+            m = m.get_base_model()
+        return m.config
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model
+
+    @property
+    def is_peft(self) -> bool:
+        return hasattr(self.model, "disable_adapter") and hasattr(self.model, "peft_config")
+
+    def to(self, device: str | torch.device) -> "HFVisionLanguageModel":
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    # --------------------------------------------------------------- encoding
+    def format_prompt(self, prompt: str, n_images: int) -> str:
+        """The chat-templated user turn followed by the generation prompt."""
+        content: list[dict[str, str]] = [{"type": "image"} for _ in range(n_images)]
+        content.append({"type": "text", "text": prompt})
+        return self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+
+    def _prompt_batch(self, prompts: Sequence[str], images: Sequence[Sequence[ImageRef]]) -> tuple[list[list[int]], dict[str, Any]]:
+        """Run the processor on the prompts; return unpadded prompt ids and the image tensors."""
+        texts = [self.format_prompt(p, len(imgs)) for p, imgs in zip(prompts, images)]
+        flat = [im for imgs in images for im in imgs]
+        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+        if flat:
+            kwargs["images"] = _load_images(flat)
+        enc = self.processor(**kwargs)
+        ids = enc.pop("input_ids")
+        mask = enc.pop("attention_mask")
+        enc.pop("token_type_ids", None)
+        prompt_ids = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+        return prompt_ids, dict(enc)
+
+    def _answer_ids(self, text: str, add_eos: bool = True) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if add_eos and self.eos_token_id is not None:
+            ids = ids + [self.eos_token_id]
+        return ids
+
+    def _check_length(self, n: int, what: str) -> None:
+        if self.max_length is not None and n > self.max_length:
+            raise SequenceTooLong(
+                f"{what} has {n} tokens (image tokens included) but the length budget is {self.max_length}; "
+                "raise the model's max_length or drop the sample — image tokens are never truncated"
+            )
+
+    def _encode(
+        self,
+        prompts: Sequence[str],
+        images: Sequence[Sequence[ImageRef]],
+        answers: Sequence[str],
+        ids: Sequence[str] | None = None,
+    ) -> _Encoded:
+        prompt_ids, image_inputs = self._prompt_batch(prompts, images)
+        rows, resp = [], []
+        for i, (p_ids, ans) in enumerate(zip(prompt_ids, answers)):
+            a_ids = self._answer_ids(ans)
+            seq = p_ids + a_ids
+            self._check_length(len(seq), f"sample {ids[i] if ids else i}")
+            rows.append(seq)
+            resp.append([False] * len(p_ids) + [True] * len(a_ids))
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        rmask = torch.zeros((len(rows), width), dtype=torch.bool)
+        for i, (r, m) in enumerate(zip(rows, resp)):
+            input_ids[i, : len(r)] = torch.tensor(r)
+            attn[i, : len(r)] = 1
+            rmask[i, : len(r)] = torch.tensor(m)
+        inputs = {"input_ids": input_ids, "attention_mask": attn, **image_inputs}
+        return _Encoded(inputs=inputs, response_mask=rmask)
+
+    def _to_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        dtype = next(self.model.parameters()).dtype
+        out = {}
+        for k, v in inputs.items():
+            if isinstance(v, torch.Tensor):
+                v = v.to(self.device)
+                if v.is_floating_point():
+                    v = v.to(dtype)
+            out[k] = v
+        return out
+
+    # -------------------------------------------------------------- log-probs
+    def _sequence_logps(self, enc: _Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum of log-probs over response tokens, and the number of response tokens, per row."""
+        inputs = self._to_device(enc.inputs)
+        out = self.model(**inputs, use_cache=False)
+        logits = out.logits[:, :-1, :].float()
+        targets = inputs["input_ids"][:, 1:]
+        mask = enc.response_mask[:, 1:].to(self.device)
+        logp = torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+        logp = logp * mask
+        return logp.sum(-1), mask.sum(-1)
+
+    def pair_logps(self, pairs: Sequence[PreferencePair], *, with_rejected: bool = True) -> PairLogps:
+        """Chosen/rejected (and extra rejected) log-prob sums for a batch of pairs, with gradients.
+
+        All sequences of the batch go through one forward pass.
+        """
+        b = len(pairs)
+        n_extra = max((len(p.extra_rejected) for p in pairs), default=0) if with_rejected else 0
+        if n_extra and any(len(p.extra_rejected) != n_extra for p in pairs):
+            raise ValueError("every pair of a batch must carry the same number of extra rejected answers")
+        prompts, images, answers, ids = [], [], [], []
+        for p in pairs:
+            prompts.append(p.prompt); images.append(p.images); answers.append(p.chosen); ids.append(p.id)
+        if with_rejected:
+            for p in pairs:
+                prompts.append(p.prompt)
+                images.append(p.rejected_images if p.rejected_images is not None else p.images)
+                answers.append(p.rejected); ids.append(f"{p.id}/rejected")
+            for k in range(n_extra):
+                for p in pairs:
+                    prompts.append(p.prompt); images.append(p.images)
+                    answers.append(p.extra_rejected[k]); ids.append(f"{p.id}/extra{k}")
+        enc = self._encode(prompts, images, answers, ids)
+        sums, counts = self._sequence_logps(enc)
+        chunks = list(sums.split(b)); cchunks = list(counts.split(b))
+        return PairLogps(
+            chosen=chunks[0],
+            rejected=chunks[1] if with_rejected else None,
+            chosen_tokens=cchunks[0],
+            rejected_tokens=cchunks[1] if with_rejected else None,
+            extra_rejected=chunks[2:],
+            extra_rejected_tokens=cchunks[2:],
+        )
+
+    def sft_logps(self, examples: Sequence[SFTExample]) -> PairLogps:
+        enc = self._encode(
+            [e.prompt for e in examples], [e.images for e in examples], [e.response for e in examples], [e.id for e in examples]
+        )
+        sums, counts = self._sequence_logps(enc)
+        return PairLogps(chosen=sums, rejected=None, chosen_tokens=counts, rejected_tokens=None)
+
+    @torch.no_grad()
+    def continuation_logprobs(
+        self, requests: Sequence[GenerationRequest], continuations: Sequence[str], *, batch_size: int = 32
+    ) -> list[float]:
+        was_training = self.model.training
+        self.model.eval()
+        out: list[float] = []
+        try:
+            for s in range(0, len(requests), batch_size):
+                reqs = requests[s : s + batch_size]
+                conts = continuations[s : s + batch_size]
+                enc = self._encode(
+                    [r.prompt for r in reqs], [r.images for r in reqs], [r.answer_prefix + c for r, c in zip(reqs, conts)]
+                )
+                if any(r.answer_prefix for r in reqs):
+                    self._mask_prefixes(enc, [r.answer_prefix for r in reqs])
+                sums, _ = self._sequence_logps(enc)
+                out.extend(sums.tolist())
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _mask_prefixes(self, enc: _Encoded, prefixes: Sequence[str]) -> None:
+        for i, pre in enumerate(prefixes):
+            if not pre:
+                continue
+            n = len(self._answer_ids(pre, add_eos=False))
+            idx = enc.response_mask[i].nonzero().flatten()[:n]
+            enc.response_mask[i, idx] = False
+
+    # ------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        *,
+        max_new_tokens: int = 64,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        batch_size: int = 16,
+    ) -> list[str]:
+        was_training = self.model.training
+        self.model.eval()
+        results: list[str] = []
+        try:
+            for s in range(0, len(requests), batch_size):
+                results.extend(self._generate_batch(requests[s : s + batch_size], max_new_tokens, do_sample, temperature, top_p))
+        finally:
+            self.model.train(was_training)
+        return results
+
+    def _generate_batch(self, reqs: Sequence[GenerationRequest], max_new_tokens: int, do_sample: bool, temperature: float, top_p: float) -> list[str]:
+        prompt_ids, image_inputs = self._prompt_batch([r.prompt for r in reqs], [r.images for r in reqs])
+        rows = [p + (self._answer_ids(r.answer_prefix, add_eos=False) if r.answer_prefix else []) for p, r in zip(prompt_ids, reqs)]
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding
+            input_ids[i, width - len(r) :] = torch.tensor(r)
+            attn[i, width - len(r) :] = 1
+        inputs = self._to_device({"input_ids": input_ids, "attention_mask": attn, **image_inputs})
+        gen_kwargs: dict[str, Any] = dict(
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.eos_token_id,
+        )
+        if do_sample:
+            gen_kwargs.update(temperature=temperature, top_p=top_p)
+        else:
+            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        if self.image_token_id is not None:
+            gen_kwargs["bad_words_ids"] = [[int(self.image_token_id)]]
+        out = self.model.generate(**inputs, **gen_kwargs)
+        new = out[:, width:]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [t.strip() for t in texts]
+
+    # --------------------------------------------------------------- training
+    def freeze_vision(self, frozen: bool = True) -> None:
+        for name, p in self.model.named_parameters():
+            if any(f".{v}." in f".{name}" or name.startswith(v) for v in VISION_NAMES):
+                p.requires_grad_(not frozen)
+
+    def trainable_parameter_groups(self, lr: float, projector_lr: float | None) -> list[dict[str, Any]]:
+        proj, rest = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (proj if any(k in name for k in PROJECTOR_NAMES) else rest).append(p)
+        groups = []
+        if rest:
+            groups.append({"params": rest, "lr": lr, "name": "language_model"})
+        if proj:
+            groups.append({"params": proj, "lr": projector_lr if projector_lr is not None else lr, "name": "projector"})
+        return groups
+
+    def enable_lora(self, r: int, alpha: float, dropout: float, target_modules: str) -> None:
+        """Wrap the model with peft LoRA adapters on modules matching ``target_modules`` (a regex).
+
+        The projector becomes a fully trained module saved with the adapter
+        (``modules_to_save``), so disabling adapters restores the reference projector too.
+        """
+        import peft
+
+        if self.is_peft:
+            self.model = self.model.merge_and_unload()
+        proj_names = sorted({k for k in PROJECTOR_NAMES for n, _ in self.model.named_modules() if n.endswith(k)})
+        cfg = peft.LoraConfig(
+            r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+            modules_to_save=proj_names or None, bias="none",
+        )
+        self.model = peft.get_peft_model(self.model, cfg)
+        if not any(p.requires_grad for n, p in self.model.named_parameters() if "lora_" in n):
+            raise ValueError(f"LoRA target_modules {target_modules!r} matched no module of the model")
+
+    def frozen_reference(self) -> "HFVisionLanguageModel | _AdapterDisabledReference":
+        """The reference policy for this stage: adapters disabled (LoRA) or a frozen copy (full fine-tuning)."""
+        if self.is_peft:
+            return _AdapterDisabledReference(self)
+        ref_model = copy.deepcopy(self.model)
+        ref_model.eval()
+        for p in ref_model.parameters():
+            p.requires_grad_(False)
+        return HFVisionLanguageModel(ref_model, self.processor, name_or_path=self.name_or_path, device=self.device, max_length=self.max_length)
+
+    # ------------------------------------------------------------ persistence
+    def save_pretrained(self, path: Path | str) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.processor.save_pretrained(path)
+
+    def load_checkpoint(self, path: Path | str) -> None:
+        """Load weights saved by :meth:`save_pretrained` into this (identically structured) model."""
+        path = Path(path)
+        if self.is_peft:
+            import peft
+            from safetensors.torch import load_file
+
+            state = load_file(str(path / "adapter_model.safetensors"))
+            peft.set_peft_model_state_dict(self.model, state)
+            return
+        from transformers.modeling_utils import load_sharded_checkpoint
+
+        single = path / "model.safetensors"
+        if single.is_file():
+            from safetensors.torch import load_file
+
+            missing, unexpected = self.model.load_state_dict(load_file(str(single)), strict=False)
+            tied = set(getattr(self.model, "_tied_weights_keys", None) or [])
+            missing = [m for m in missing if m not in tied and not m.endswith("lm_head.weight")]
+            if missing or unexpected:
+                raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        else:
+            load_sharded_checkpoint(self.model, str(path))
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for name, p in sorted(self.model.state_dict().items()):
+            h.update(name.encode())
+            t = p.detach().float().cpu().flatten()
+            # A cheap but weight-sensitive digest: size, sum and a strided sample.
+            h.update(str((tuple(p.shape), round(float(t.sum()), 6))).encode())
+            h.update(t[:: max(1, t.numel() // 64)].numpy().tobytes())
+        h.update(json.dumps(self.processor.to_dict() if hasattr(self.processor, "to_dict") else {}, sort_keys=True, default=str).encode())
+        return h.hexdigest()[:16]
+
+
+class _AdapterDisabledReference:
+    """Reference forward passes through the policy's own weights with adapters switched off."""
+
+    def __init__(self, policy: HFVisionLanguageModel):
+        self._policy = policy
+
+    @contextlib.contextmanager
+    def _disabled(self) -> Iterator[None]:
+        with self._policy.model.disable_adapter():
+            yield
+
+    def pair_logps(self, pairs: Sequence[PreferencePair], *, with_rejected: bool = True) -> PairLogps:
+        with self._disabled():
+            return self._policy.pair_logps(pairs, with_rejected=with_rejected)
+
+    def sft_logps(self, examples: Sequence[SFTExample]) -> PairLogps:
+        with self._disabled():
+            return self._policy.sft_logps(examples)

@@ -1,0 +1,385 @@
+"""Execute a validated run spec: stages in order, with a manifest, metrics and a report.
+
+Output layout (``<run>`` is the output directory)::
+
+    <run>/spec.json                  resolved spec (defaults filled in)
+    <run>/manifest.json              versions, seeds, data fingerprints, timings, results
+    <run>/metrics.jsonl              one row per logged training step, all stages
+    <run>/report.md, plots/*.png     human-readable summary
+    <run>/run.log                    console lines
+    <run>/stages/<i>-<name>/model/   the model after a training stage (save_pretrained folder)
+    <run>/stages/<i>-<name>/checkpoints/step-N/   resumable checkpoints
+    <run>/stages/<i>-<name>/eval/<evaluator>/{results.json,samples.jsonl}
+    <run>/stages/<i>-<name>/done.json             marks a finished stage
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .. import __version__
+from ..errors import RunError
+from ..protocols import Context
+from ..spec_models import AlignStage, EvaluateStage, SFTStage
+from ..types import PreferencePair, SFTExample
+from .io import atomic_write_json, read_jsonl
+from .report import write_report
+
+TRACKED_PACKAGES = ("torch", "transformers", "accelerate", "peft", "datasets", "tokenizers", "pluggy", "pydantic", "pillow", "numpy")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def make_progress() -> Callable[..., Iterable]:
+    """A tqdm factory; ``MMALIGN_PROGRESS=0`` turns bars off, ``=1`` forces them on."""
+    from tqdm.auto import tqdm
+
+    flag = os.environ.get("MMALIGN_PROGRESS")
+    disable = None if flag is None else (flag == "0")
+
+    def progress(iterable: Iterable, desc: str = "", total: int | None = None) -> Iterable:
+        return tqdm(iterable, desc=desc, total=total, disable=disable, mininterval=1.0, dynamic_ncols=True, leave=False)
+
+    return progress
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"spec asks for device {name!r} but CUDA is not available on this machine; use \"device\": \"cpu\"")
+    return name
+
+
+class Run:
+    """State of one run while it executes."""
+
+    def __init__(self, validated: Any, plugins: Any, run_dir: Path, resume: bool):
+        self.validated = validated
+        self.spec = validated.spec
+        self.plugins = plugins
+        self.run_dir = run_dir
+        self.resume = resume
+        self.progress = make_progress()
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self._log_fh = open(run_dir / "run.log", "a")
+        self.manifest: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- output
+    def log(self, msg: str) -> None:
+        line = f"[mmalign] {msg}"
+        print(line, flush=True)
+        self._log_fh.write(f"{_now()} {msg}\n")
+        self._log_fh.flush()
+
+    def context(self, out_dir: Path, seed: int) -> Context:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cache = Path(os.environ.get("MMALIGN_CACHE") or Path.home() / ".cache" / "mmalign")
+        return Context(seed=seed, output_dir=out_dir, cache_dir=cache, progress=self.progress, log=self.log)
+
+    def save_manifest(self) -> None:
+        atomic_write_json(self.run_dir / "manifest.json", self.manifest)
+
+    # ---------------------------------------------------------------- stages
+    def stage_dir(self, i: int, name: str) -> Path:
+        return self.run_dir / "stages" / f"{i}-{name}"
+
+    def build(self, path: str) -> tuple[Any, Any]:
+        entry, config = self.validated.component(path)
+        try:
+            obj = entry.build(config)
+        except Exception as exc:  # a component's own failure: name it
+            raise RunError(f"{path}: building {entry.kind} '{entry.qualified_name}' failed: {type(exc).__name__}: {exc}") from exc
+        return entry, obj
+
+    def execute(self) -> Path:
+        import torch
+
+        spec = self.spec
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        if spec.deterministic:
+            torch.use_deterministic_algorithms(True)
+        device = resolve_device(spec.device)
+        torch.manual_seed(spec.seed)
+        self._init_manifest(device)
+        names = spec.stage_names()
+        self.log(f"run '{spec.name}' -> {self.run_dir}")
+        t_model = time.perf_counter()
+        model_entry, model = self.build("model")
+        model.to(device)
+        if spec.dtype != "float32":
+            model.module.to(getattr(torch, spec.dtype))
+        self.manifest["model"] = {
+            "component": model_entry.qualified_name,
+            "name_or_path": getattr(model, "name_or_path", ""),
+            "fingerprint_initial": model.fingerprint(),
+            "load_seconds": round(time.perf_counter() - t_model, 3),
+        }
+        self.save_manifest()
+        for i, (stage, name) in enumerate(zip(spec.stages, names)):
+            sdir = self.stage_dir(i, name)
+            record = self._stage_record(i, name)
+            done = sdir / "done.json"
+            if done.is_file():
+                info = json.loads(done.read_text())
+                self._replay_completed(model, stage, sdir)
+                record.update(info)
+                self.log(f"stage {i} '{name}' already complete; skipped")
+                continue
+            sdir.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            record["status"] = "running"
+            record["started"] = _now()
+            self.save_manifest()
+            if isinstance(stage, EvaluateStage):
+                info = self._evaluate(model, i, name, stage, sdir)
+            else:
+                info = self._train(model, i, name, stage, sdir)
+            info["seconds"] = round(time.perf_counter() - t0, 3)
+            info["status"] = "complete"
+            info["finished"] = _now()
+            record.update(info)
+            atomic_write_json(done, info)
+            self.save_manifest()
+            write_report(self.run_dir, self.manifest)
+        self.manifest["status"] = "complete"
+        self.manifest["finished"] = _now()
+        self.manifest["model"]["fingerprint_final"] = model.fingerprint()
+        self.save_manifest()
+        report = write_report(self.run_dir, self.manifest)
+        self.plugins.on_run_end(self.run_dir, self.manifest)
+        self.log(f"done: {report}")
+        return self.run_dir
+
+    def _init_manifest(self, device: str) -> None:
+        old = {}
+        if self.resume and (self.run_dir / "manifest.json").is_file():
+            old = json.loads((self.run_dir / "manifest.json").read_text())
+        self.manifest = {
+            "mmalign_version": __version__,
+            "status": "running",
+            "created": old.get("created", _now()),
+            "resumed": ([*old.get("resumed", []), _now()] if old else []),
+            "spec_hash": self.validated.spec_hash,
+            "spec": self.validated.resolved,
+            "git_commit": _git_commit(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "device": device,
+            "seed": self.spec.seed,
+            "packages": _package_versions(),
+            "plugins": [
+                {"name": p.name, "status": p.status, "distribution": p.distribution, "version": p.version, "error": p.error}
+                for p in self.plugins.infos()
+            ],
+            "stages": [],
+            "evaluations": [],
+        }
+
+    def _stage_record(self, i: int, name: str) -> dict[str, Any]:
+        rec = {"index": i, "name": name, "type": self.spec.stages[i].type, "status": "pending"}
+        self.manifest["stages"].append(rec)
+        return rec
+
+    def _replay_completed(self, model: Any, stage: Any, sdir: Path) -> None:
+        """Bring the in-memory model to the state a completed stage left it in."""
+        if isinstance(stage, EvaluateStage):
+            info = json.loads((sdir / "done.json").read_text())
+            self.manifest["evaluations"].append({"stage": info["name"], "results": info["results"]})
+            return
+        if stage.train.lora is not None:
+            lo = stage.train.lora
+            model.enable_lora(lo.r, lo.alpha, lo.dropout, lo.target_modules)
+        model.load_checkpoint(sdir / "model")
+
+    # -------------------------------------------------------------- training
+    def _materialise(self, source: Any, kind: str, path: str, ctx: Context) -> list[Any]:
+        if kind == "sft":
+            if hasattr(source, "sft_examples"):
+                return list(source.sft_examples(ctx))
+            return [
+                SFTExample(id=p.id, prompt=p.prompt, response=p.chosen, images=p.images, source=p.source, meta=p.meta)
+                for p in source.pairs(ctx)
+            ]
+        pairs = list(source.pairs(ctx))
+        bad = [p for p in pairs[:1] if not isinstance(p, PreferencePair)]
+        if bad:
+            raise RunError(f"{path}: source yielded {type(bad[0]).__name__}, expected PreferencePair")
+        return pairs
+
+    def _train(self, model: Any, i: int, name: str, stage: SFTStage | AlignStage, sdir: Path) -> dict[str, Any]:
+        from .training import StageData, latest_checkpoint, run_training, truncate_metrics
+
+        seed = self.spec.seed + 1000 * (i + 1)
+        src_entry, source = self.build(f"stages[{i}].data")
+        loss_entry, loss = self.build(f"stages[{i}].loss")
+        kind = "sft" if isinstance(stage, SFTStage) else "pairs"
+        ctx = self.context(sdir / "data", seed)
+        t0 = time.perf_counter()
+        examples = self._materialise(source, kind, f"stages[{i}].data", ctx)
+        if stage.train.max_examples:
+            examples = examples[: stage.train.max_examples]
+        data_info = {
+            "source": src_entry.qualified_name,
+            "fingerprint": source.fingerprint() if hasattr(source, "fingerprint") else None,
+            "n_examples": len(examples),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        if hasattr(source, "stats"):
+            data_info["stats"] = source.stats()
+        self.log(f"stage {i} '{name}': {len(examples)} examples from {src_entry.qualified_name}, loss {loss_entry.qualified_name}")
+        ckpt = latest_checkpoint(sdir)
+        truncate_metrics(self.metrics_path, name, int(ckpt.name.split("-")[1]) if ckpt else 0)
+        import torch
+
+        torch.manual_seed(seed)
+        outcome = run_training(
+            model=model,
+            data=StageData(examples=examples, kind=kind),
+            loss_fn=loss,
+            loss_requires=loss_entry.requires,
+            settings=stage.train,
+            stage_name=name,
+            stage_dir=sdir,
+            metrics_path=self.metrics_path,
+            seed=seed,
+            progress=self.progress,
+            log=self.log,
+            on_metrics=lambda step, row: self.plugins.on_metrics(self.run_dir, name, step, row),
+        )
+        model.save_pretrained(sdir / "model")
+        shutil.rmtree(sdir / "checkpoints", ignore_errors=True)
+        self.manifest["final_model"] = str(sdir / "model")
+        self.log(f"stage {i} '{name}': {outcome.steps} steps in {outcome.seconds:.1f}s; model saved to {sdir / 'model'}")
+        return {
+            "name": name,
+            "steps": outcome.steps,
+            "examples_seen": outcome.examples_seen,
+            "data": data_info,
+            "loss": loss_entry.qualified_name,
+            "last_metrics": outcome.last_metrics,
+            "model_dir": str(sdir / "model"),
+        }
+
+    # ------------------------------------------------------------ evaluation
+    def _evaluate(self, model: Any, i: int, name: str, stage: EvaluateStage, sdir: Path) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        model.module.eval()
+        for j, ref in enumerate(stage.evaluators):
+            path = f"stages[{i}].evaluators[{j}]"
+            entry, evaluator = self.build(path)
+            key = entry.name if entry.name not in results else f"{entry.name}-{j}"
+            out_dir = sdir / "eval" / key
+            ctx = self.context(out_dir, self.spec.seed)
+            t0 = time.perf_counter()
+            res = evaluator.evaluate(model, ctx)
+            secs = time.perf_counter() - t0
+            declared = set(entry.metrics)
+            if declared and set(res.metrics) != declared:
+                raise RunError(
+                    f"{path}: evaluator '{entry.qualified_name}' reported {sorted(res.metrics)} but declares {sorted(declared)}"
+                )
+            with open(out_dir / "samples.jsonl", "w") as fh:
+                for row in res.records:
+                    fh.write(json.dumps(row, default=str) + "\n")
+            payload = {
+                "evaluator": entry.qualified_name,
+                "config": self.validated.resolved_config(path),
+                "metrics": res.metrics,
+                "higher_is_better": res.higher_is_better,
+                "n": res.n,
+                "details": res.details,
+                "seconds": round(secs, 3),
+            }
+            atomic_write_json(out_dir / "results.json", payload)
+            results[key] = payload
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in list(res.metrics.items())[:8])
+            self.log(f"stage {i} '{name}': {key}: {shown}")
+            self.plugins.on_evaluation(self.run_dir, name, key, res.metrics)
+        self.manifest["evaluations"].append({"stage": name, "results": results})
+        return {"name": name, "results": results}
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, spec_hash: str) -> None:
+    """Refuse to clobber an existing run unless told to resume or overwrite."""
+    if resume and overwrite:
+        raise RunError("choose one of --resume and --overwrite")
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    if exists and not (resume or overwrite):
+        raise RunError(
+            f"output directory {run_dir} already holds a run; pass --resume to continue it or --overwrite to start over"
+        )
+    if exists and overwrite:
+        shutil.rmtree(run_dir)
+    if resume and exists:
+        man = run_dir / "manifest.json"
+        if man.is_file():
+            old = json.loads(man.read_text()).get("spec_hash")
+            if old and old != spec_hash:
+                raise RunError(
+                    f"cannot resume {run_dir}: the spec changed since the run started (hash {old[:12]} != {spec_hash[:12]}); "
+                    "use --overwrite or another output directory"
+                )
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def run_spec(validated: Any, *, output_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False, plugins: Any = None) -> Path:
+    """Run a validated spec and return the run directory."""
+    from ..manager import get_plugins
+
+    plugins = plugins or get_plugins()
+    spec = validated.spec
+    run_dir = Path(output_dir or spec.output_dir or Path("runs") / spec.name).resolve()
+    prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, spec_hash=validated.spec_hash)
+    atomic_write_json(run_dir / "spec.json", validated.resolved)
+    run = Run(validated, plugins, run_dir, resume)
+    try:
+        return run.execute()
+    except BaseException as exc:
+        run.manifest["status"] = "failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted"
+        run.manifest["error"] = f"{type(exc).__name__}: {exc}"
+        if run.manifest.get("spec"):
+            run.save_manifest()
+        raise
+    finally:
+        run._log_fh.close()
+
+
+__all__ = ["run_spec", "prepare_run_dir", "read_jsonl"]

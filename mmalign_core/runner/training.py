@@ -1,0 +1,259 @@
+"""The training loop shared by ``sft`` and ``align`` stages.
+
+The loop owns the optimizer, schedule, gradient accumulation, clipping,
+checkpoints and metrics; the loss only maps log-probs to a scalar. Data order
+is a pure function of (seed, epoch), and the batch of step ``s`` is the slice
+``[s*B, (s+1)*B)`` of the epoch-concatenated order, so a resumed run sees
+exactly the batches an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..protocols import LossInputs
+from ..spec_models import TrainSettings
+from .io import append_jsonl, atomic_write_json
+
+TRAINER_STATE = "trainer_state.pt"
+
+
+@dataclass
+class StageData:
+    """The materialised examples of a stage (images stay lazy)."""
+
+    examples: list[Any]
+    kind: str  # "pairs" or "sft"
+
+
+@dataclass
+class TrainOutcome:
+    steps: int
+    examples_seen: int
+    seconds: float
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def total_steps(settings: TrainSettings, n_examples: int) -> int:
+    if settings.steps is not None:
+        return settings.steps
+    epochs = settings.epochs if settings.epochs is not None else 1.0
+    return max(1, math.ceil(epochs * n_examples / settings.batch_size))
+
+
+def lr_lambda(settings: TrainSettings, steps: int) -> Callable[[int], float]:
+    warmup = int(round(settings.warmup_ratio * steps))
+
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if settings.schedule == "constant":
+            return 1.0
+        span = max(1, steps - warmup)
+        progress = min(1.0, (step - warmup) / span)
+        if settings.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+class BatchOrder:
+    """Deterministic example order: one permutation per epoch, seeded by (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n = n
+        self.seed = seed
+        self._cache: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._cache:
+            self._cache = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+        return self._cache[epoch]
+
+    def batch(self, step: int, size: int) -> tuple[list[int], float]:
+        start = step * size
+        idx = []
+        for pos in range(start, start + size):
+            epoch, off = divmod(pos, self.n)
+            idx.append(int(self._perm(epoch)[off]))
+        return idx, (start + size) / self.n
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(stage_dir: Path) -> Path | None:
+    ckpts = sorted((stage_dir / "checkpoints").glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
+    ckpts = [c for c in ckpts if (c / TRAINER_STATE).is_file()]
+    return ckpts[-1] if ckpts else None
+
+
+def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, step: int, stage_dir: Path, keep: int) -> Path:
+    root = stage_dir / "checkpoints"
+    final = root / f"step-{step:07d}"
+    tmp = root / f".tmp-step-{step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    torch.save(
+        {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+        tmp / TRAINER_STATE,
+    )
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    older = sorted(root.glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))[:-keep]
+    for old in older:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _forward(model: Any, micro: Sequence[Any], kind: str, with_rejected: bool) -> Any:
+    if kind == "sft":
+        return model.sft_logps(micro)
+    return model.pair_logps(micro, with_rejected=with_rejected)
+
+
+def run_training(
+    *,
+    model: Any,
+    data: StageData,
+    loss_fn: Callable[[LossInputs], Any],
+    loss_requires: frozenset[str],
+    settings: TrainSettings,
+    stage_name: str,
+    stage_dir: Path,
+    metrics_path: Path,
+    seed: int,
+    progress: Callable[..., Any],
+    log: Callable[[str], None],
+    on_metrics: Callable[[int, dict[str, float]], None],
+) -> TrainOutcome:
+    """Train ``model`` in place; return when ``steps`` optimizer steps are done."""
+    n = len(data.examples)
+    if n == 0:
+        raise ValueError(f"stage {stage_name!r}: the data source produced no examples")
+    steps = total_steps(settings, n)
+    micro_size = settings.micro_batch_size or settings.batch_size
+    with_rejected = data.kind == "pairs" and "rejected" in loss_requires
+    model.module.train()
+    if settings.lora is not None:
+        lo = settings.lora
+        model.enable_lora(lo.r, lo.alpha, lo.dropout, lo.target_modules)
+    model.freeze_vision(settings.freeze_vision)
+    reference = model.frozen_reference() if "reference" in loss_requires else None
+    groups = model.trainable_parameter_groups(settings.lr, settings.projector_lr)
+    if not groups:
+        raise ValueError(f"stage {stage_name!r}: no trainable parameters")
+    optimizer = torch.optim.AdamW(
+        [{k: v for k, v in g.items() if k != "name"} for g in groups],
+        lr=settings.lr,
+        betas=settings.betas,
+        weight_decay=settings.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(settings, steps))
+    order = BatchOrder(n, seed)
+    start = 0
+    ckpt = latest_checkpoint(stage_dir)
+    if ckpt is not None:
+        state = torch.load(ckpt / TRAINER_STATE, weights_only=False)
+        model.load_checkpoint(ckpt)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        start = int(state["step"])
+        log(f"[{stage_name}] resuming from {ckpt.name} (step {start}/{steps})")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    window: dict[str, float] = {}
+    window_n = 0
+    t0 = time.perf_counter()
+    seen = 0
+    last: dict[str, float] = {}
+    bar = progress(range(start, steps), desc=f"{stage_name}", total=steps - start)
+    for step in bar:
+        idx, epoch = order.batch(step, settings.batch_size)
+        batch = [data.examples[i] for i in idx]
+        step_metrics: dict[str, float] = {}
+        for m0 in range(0, len(batch), micro_size):
+            micro = batch[m0 : m0 + micro_size]
+            weight = len(micro) / len(batch)
+            policy = _forward(model, micro, data.kind, with_rejected)
+            ref = None
+            if reference is not None:
+                with torch.no_grad():
+                    ref = _forward(reference, micro, data.kind, with_rejected)
+            out = loss_fn(LossInputs(policy=policy, reference=ref, pairs=micro))
+            if not torch.isfinite(out.loss):
+                raise FloatingPointError(f"stage {stage_name!r}: non-finite loss at step {step}")
+            (out.loss * weight).backward()
+            for k, v in out.metrics.items():
+                step_metrics[k] = step_metrics.get(k, 0.0) + v * weight
+        grad_norm = None
+        if settings.max_grad_norm is not None:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        seen += len(batch)
+        step_metrics["lr"] = optimizer.param_groups[0]["lr"]
+        if grad_norm is not None:
+            step_metrics["grad_norm"] = grad_norm
+        for k, v in step_metrics.items():
+            window[k] = window.get(k, 0.0) + v
+        window_n += 1
+        done = step + 1
+        if done % settings.log_every == 0 or done == steps:
+            row = {k: v / window_n for k, v in window.items()}
+            row["epoch"] = round(epoch, 4)
+            row["examples_per_s"] = seen / max(1e-9, time.perf_counter() - t0)
+            append_jsonl(metrics_path, {"stage": stage_name, "step": done, **row})
+            on_metrics(done, row)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}")
+            last = row
+            window, window_n = {}, 0
+        if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < steps:
+            _save_checkpoint(model, optimizer, scheduler, done, stage_dir, settings.keep_checkpoints)
+    model.module.eval()
+    return TrainOutcome(steps=steps, examples_seen=seen, seconds=time.perf_counter() - t0, last_metrics=last)
+
+
+def truncate_metrics(metrics_path: Path, stage_name: str, after_step: int) -> None:
+    """Drop rows of ``stage_name`` past ``after_step`` (they are re-logged on resume)."""
+    import json
+
+    if not metrics_path.is_file():
+        return
+    keep = []
+    for line in metrics_path.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if row.get("stage") == stage_name and row.get("step", 0) > after_step:
+            continue
+        keep.append(line)
+    tmp = metrics_path.with_suffix(".tmp")
+    tmp.write_text("".join(k + "\n" for k in keep))
+    tmp.replace(metrics_path)
+
+
+__all__ = ["run_training", "StageData", "TrainOutcome", "latest_checkpoint", "truncate_metrics", "atomic_write_json", "total_steps"]

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv and install mmalign with its official plugins, fully pinned, CPU-only.
+# Works on a fresh machine with python3 (>=3.10) and access to the package index.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+# 1. torch first, pinned: an unpinned or transitive request would resolve a multi-GB CUDA build.
+"${VPIP[@]}" install torch==2.13.0
+# 2. everything else, pinned exactly (transitive dependencies too).
+"${VPIP[@]}" install -c constraints.txt -r requirements.txt
+# 3. the core and the official plugins, editable, without dependency resolution.
+"${VPIP[@]}" install --no-deps --no-build-isolation \
+  -e . -e plugins/mmalign-tiny -e plugins/mmalign-losses -e plugins/mmalign-shapes
+# torchvision must never be present: on CPU machines its CUDA-only build breaks transformers.
+.venv/bin/python - <<'PY'
+import importlib.util, sys
+import torch
+if importlib.util.find_spec("torchvision") is not None:
+    sys.exit("setup: torchvision got installed; it breaks transformers on this CPU build - uninstall it")
+if torch.__version__.split("+")[0] != "2.13.0":
+    sys.exit(f"setup: expected torch 2.13.0, found {torch.__version__}")
+print(f"setup: ok (torch {torch.__version__}, .venv ready)")
+PY

@@ -1,0 +1,144 @@
+"""The HF vision-language model adapter on the tiny LLaVA."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from mmalign_core.spec_models import LoraSettings, TrainSettings
+from mmalign_core.types import GenerationRequest, ImageRef, PreferencePair
+from mmalign_losses.config import DPOConfig
+from mmalign_losses.dpo import DPOLoss
+
+
+def _img(colour) -> ImageRef:
+    return ImageRef(Image.new("RGB", (48, 48), colour), key=str(colour))
+
+
+def _pairs() -> list[PreferencePair]:
+    return [
+        PreferencePair(id="a", prompt="Describe the image.", chosen="a red circle.", rejected="a red circle and a blue square.", images=[_img((200, 0, 0))]),
+        PreferencePair(id="b", prompt="Is there a green star in the image?", chosen="No.", rejected="Yes.", images=[_img((0, 200, 0))]),
+        PreferencePair(id="c", prompt="Describe a typical scene.", chosen="a blue square.", rejected="two blue squares and a star.", images=[]),
+    ]
+
+
+def _independent_logp(m, prompt: str, images: list[ImageRef], answer: str) -> float:
+    """Score one sequence alone, without the adapter's batching, padding or masks."""
+    text = m.format_prompt(prompt, len(images))
+    kw = {"text": [text], "return_tensors": "pt"}
+    if images:
+        kw["images"] = [i.load() for i in images]
+    enc = m.processor(**kw)
+    ans = m.tokenizer(answer, add_special_tokens=False)["input_ids"] + [m.tokenizer.eos_token_id]
+    ids = torch.cat([enc["input_ids"], torch.tensor([ans])], dim=1)
+    extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        logits = m.model(input_ids=ids, **extra).logits[0]
+    lp = torch.log_softmax(logits.float(), -1)
+    p = enc["input_ids"].shape[1]
+    return sum(lp[p - 1 + k, ans[k]].item() for k in range(len(ans)))
+
+
+def test_pair_logps_equal_per_sequence_scores(tiny_model) -> None:
+    pairs = _pairs()
+    with torch.no_grad():
+        out = tiny_model.pair_logps(pairs)
+    for i, p in enumerate(pairs):
+        assert out.chosen[i].item() == pytest.approx(_independent_logp(tiny_model, p.prompt, p.images, p.chosen), abs=1e-4)
+        assert out.rejected[i].item() == pytest.approx(_independent_logp(tiny_model, p.prompt, p.images, p.rejected), abs=1e-4)
+    n_tok = len(tiny_model.tokenizer("a red circle.", add_special_tokens=False)["input_ids"]) + 1
+    assert out.chosen_tokens[0].item() == n_tok
+
+
+def test_prompt_is_prefix_of_conversation(tiny_model) -> None:
+    prompt = tiny_model.format_prompt("Describe the image.", 1)
+    full = tiny_model.processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]},
+         {"role": "assistant", "content": "a red circle."}], tokenize=False)
+    assert full.startswith(prompt)
+
+
+def test_generation_never_emits_image_token(tiny_model) -> None:
+    lm_head = tiny_model.model.get_output_embeddings()
+    with torch.no_grad():
+        lm_head.weight[tiny_model.image_token_id] *= 0
+        lm_head.weight[tiny_model.image_token_id] += 50.0  # make <image> the favourite token
+    reqs = [GenerationRequest("Describe the image.", [_img((9, 9, 9))]), GenerationRequest("Say something.")]
+    prompt_ids, _ = tiny_model._prompt_batch([r.prompt for r in reqs], [r.images for r in reqs])
+    texts = tiny_model.generate(reqs, max_new_tokens=6)
+    assert len(texts) == 2 and all("<image>" not in t for t in texts)
+
+
+def test_continuation_logprobs_match_pair_scores(tiny_model) -> None:
+    p = _pairs()[1]
+    scores = tiny_model.continuation_logprobs([GenerationRequest(p.prompt, p.images)] * 2, [p.chosen, p.rejected])
+    with torch.no_grad():
+        out = tiny_model.pair_logps([p])
+    assert scores == pytest.approx([out.chosen.item(), out.rejected.item()], abs=1e-5)
+
+
+def _one_step(model, lora: LoraSettings | None, tmp_path: Path):
+    from mmalign_core.runner.training import StageData, run_training
+
+    settings = TrainSettings(steps=1, batch_size=3, lr=1e-2, warmup_ratio=0.0, lora=lora)
+    before = {n: p.detach().clone() for n, p in model.model.named_parameters()}
+    pairs = _pairs()
+    with torch.no_grad():
+        ref_before = model.pair_logps(pairs)
+    captured = {}
+
+    def loss_fn(inputs):
+        captured["ref"] = inputs.reference
+        return DPOLoss(DPOConfig(beta=0.1))(inputs)
+
+    run_training(model=model, data=StageData(pairs, "pairs"), loss_fn=loss_fn, loss_requires=frozenset({"reference", "rejected"}),
+                 settings=settings, stage_name="t", stage_dir=tmp_path, metrics_path=tmp_path / "m.jsonl", seed=0,
+                 progress=lambda it, **k: it, log=lambda s: None, on_metrics=lambda *a: None)
+    return before, ref_before, captured
+
+
+def test_one_full_step_changes_trainables_not_reference(tiny_model, tmp_path: Path) -> None:
+    before, ref_before, captured = _one_step(tiny_model, None, tmp_path)
+    after = dict(tiny_model.model.named_parameters())
+    changed = [n for n, p in after.items() if not torch.equal(before[n], p.detach())]
+    assert any("language_model" in n for n in changed)
+    assert any("multi_modal_projector" in n for n in changed)
+    assert not any("vision_tower" in n for n in changed), "vision tower must stay frozen"
+    ref = tiny_model.frozen_reference()
+    with torch.no_grad():
+        now = tiny_model.pair_logps(_pairs())
+    assert not torch.allclose(now.chosen, ref_before.chosen)
+    assert all(not p.requires_grad for p in ref.model.parameters())
+
+
+def test_lora_step_reference_is_adapters_disabled(tiny_model, tmp_path: Path) -> None:
+    before, ref_before, _ = _one_step(tiny_model, LoraSettings(r=4, alpha=8, dropout=0.0), tmp_path)
+    names = [n for n, _ in tiny_model.model.named_modules() if "lora_A" in n]
+    assert names and all("language_model" in n for n in names), "LoRA must not touch the vision tower"
+    ref = tiny_model.frozen_reference()
+    with torch.no_grad():
+        ref_now = ref.pair_logps(_pairs())
+        pol_now = tiny_model.pair_logps(_pairs())
+    torch.testing.assert_close(ref_now.chosen, ref_before.chosen, atol=1e-5, rtol=0)
+    assert not torch.allclose(pol_now.chosen, ref_before.chosen)
+    # Base weights untouched; the adapter and the projector copy carry the update.
+    for n, p in tiny_model.model.named_parameters():
+        if "lora_" not in n and "modules_to_save" not in n:
+            base = n.replace("base_model.model.", "").replace(".base_layer", "")
+            if base in before:
+                assert torch.equal(before[base], p.detach()), n
+
+
+def test_save_and_reload_roundtrip(tiny_model, tmp_path: Path) -> None:
+    from mmalign_tiny.model import load_tiny_llava
+
+    tiny_model.save_pretrained(tmp_path / "m")
+    again = load_tiny_llava(tmp_path / "m")
+    with torch.no_grad():
+        a = tiny_model.pair_logps(_pairs()[:1])
+        b = again.pair_logps(_pairs()[:1])
+    torch.testing.assert_close(a.chosen, b.chosen)
+    assert tiny_model.fingerprint() == again.fingerprint()
