@@ -75,18 +75,8 @@ class LossOutput:
 
 
 @runtime_checkable
-class AlignableModel(Protocol):
-    """A trainable vision-language model as the runner and the components see it."""
-
-    @property
-    def module(self) -> "torch.nn.Module":
-        """The underlying ``torch.nn.Module`` (what the optimizer updates)."""
-
-    def pair_logps(self, pairs: Sequence[PreferencePair], *, with_rejected: bool = True) -> PairLogps:
-        """Summed log-probs of chosen (and rejected) answers, with gradients."""
-
-    def sft_logps(self, examples: Sequence[SFTExample]) -> PairLogps:
-        """Summed log-probs of the responses of SFT examples (``chosen`` side), with gradients."""
+class GenerativeModel(Protocol):
+    """What evaluators, judges and samplers need from a model: generation and scoring."""
 
     def generate(
         self,
@@ -105,11 +95,39 @@ class AlignableModel(Protocol):
     ) -> list[float]:
         """Summed log-prob of each continuation given its request (no gradients)."""
 
+
+@runtime_checkable
+class AlignableModel(GenerativeModel, Protocol):
+    """A trainable vision-language model as the runner sees it (extends :class:`GenerativeModel`)."""
+
+    @property
+    def module(self) -> "torch.nn.Module":
+        """The underlying ``torch.nn.Module`` (what the optimizer updates)."""
+
+    def pair_logps(self, pairs: Sequence[PreferencePair], *, with_rejected: bool = True) -> PairLogps:
+        """Summed log-probs of chosen (and rejected) answers, with gradients."""
+
+    def sft_logps(self, examples: Sequence[SFTExample]) -> PairLogps:
+        """Summed log-probs of the responses of SFT examples (``chosen`` side), with gradients."""
+
     def trainable_parameter_groups(self, lr: float, projector_lr: float | None) -> list[dict[str, Any]]:
         """Optimizer parameter groups (e.g. language model vs multimodal projector)."""
 
-    def reference(self) -> Any:
-        """A context manager under which forward passes use the frozen reference weights."""
+    def frozen_reference(self) -> Any:
+        """The reference policy of a stage: an object with ``pair_logps``/``sft_logps``
+        computed with the stage-start weights (adapters disabled, or a frozen copy)."""
+
+    def to(self, device: Any) -> Any:
+        """Move the weights to ``device``; returns self."""
+
+    def freeze_vision(self, frozen: bool = True) -> None:
+        """Freeze (or unfreeze) the vision tower."""
+
+    def enable_lora(self, r: int, alpha: float, dropout: float, target_modules: str) -> None:
+        """Switch to training low-rank adapters on modules matching ``target_modules``."""
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Load weights written by :meth:`save_pretrained` into this model."""
 
     def save_pretrained(self, path: Path) -> None:
         """Write a folder loadable with plain transformers (and peft, for adapters)."""
@@ -136,7 +154,7 @@ class Loss(Protocol):
 
 @runtime_checkable
 class Evaluator(Protocol):
-    def evaluate(self, model: AlignableModel, ctx: Context) -> EvalResult: ...
+    def evaluate(self, model: GenerativeModel, ctx: Context) -> EvalResult: ...
 
 
 @runtime_checkable

@@ -71,7 +71,7 @@ class TrainSettings(_Strict):
 class SFTStage(_Strict):
     """Supervised fine-tuning on the responses of a data source."""
 
-    type: Literal["sft"]
+    type: Literal["sft"] = Field(description="Stage kind: 'sft' trains on the responses of a data source.")
     name: Optional[str] = Field(None, description="Stage name used in outputs; default 'sft'.")
     data: ComponentRef = Field(description="A preference source with the 'sft' capability (or whose chosen answers are used).")
     loss: ComponentRef = Field(default_factory=lambda: ComponentRef(name="sft"), description="The training objective.")
@@ -81,7 +81,7 @@ class SFTStage(_Strict):
 class AlignStage(_Strict):
     """Preference optimisation against a frozen reference (the model at the start of the stage)."""
 
-    type: Literal["align"]
+    type: Literal["align"] = Field(description="Stage kind: 'align' optimises a preference loss on pairs.")
     name: Optional[str] = Field(None, description="Stage name used in outputs; default 'align'.")
     data: ComponentRef = Field(description="A preference source with the 'pairs' capability.")
     loss: ComponentRef = Field(default_factory=lambda: ComponentRef(name="dpo"), description="The preference loss.")
@@ -91,7 +91,7 @@ class AlignStage(_Strict):
 class EvaluateStage(_Strict):
     """Run evaluators on the current model."""
 
-    type: Literal["evaluate"]
+    type: Literal["evaluate"] = Field(description="Stage kind: 'evaluate' runs evaluators on the current model.")
     name: Optional[str] = Field(None, description="Stage name used in the report; default 'evaluate'.")
     evaluators: list[ComponentRef] = Field(min_length=1, description="Evaluators to run, in order.")
 

@@ -2,9 +2,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+FIXTURE_PLUGINS = Path(__file__).resolve().parent / "fixtures" / "plugins"
+FIXTURE_PACKAGES = ("mmalign-example-eval", "mmalign-broken", "mmalign-toy")
 
 os.environ.setdefault("MMALIGN_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,3 +41,23 @@ def tiny_model(tiny_dir: Path):
 
     torch.manual_seed(0)
     return load_tiny_llava(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def fixture_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture plugin packages (tests/fixtures/plugins) pip-installed once into a folder for ``PYTHONPATH``.
+
+    Installing from copies keeps build artefacts out of the repository.
+    """
+    sources = tmp_path_factory.mktemp("plugin-src")
+    target = tmp_path_factory.mktemp("plugin-site")
+    packages = []
+    for name in FIXTURE_PACKAGES:
+        dest = sources / name
+        shutil.copytree(FIXTURE_PLUGINS / name, dest, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        packages.append(str(dest))
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+           "--disable-pip-version-check", "--target", str(target), *packages]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return target

@@ -371,19 +371,12 @@ class HFVisionLanguageModel:
             state = load_file(str(path / "adapter_model.safetensors"))
             peft.set_peft_model_state_dict(self.model, state)
             return
-        from transformers.modeling_utils import load_sharded_checkpoint
-
-        single = path / "model.safetensors"
-        if single.is_file():
-            from safetensors.torch import load_file
-
-            missing, unexpected = self.model.load_state_dict(load_file(str(single)), strict=False)
-            tied = set(getattr(self.model, "_tied_weights_keys", None) or [])
-            missing = [m for m in missing if m not in tied and not m.endswith("lm_head.weight")]
-            if missing or unexpected:
-                raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        else:
-            load_sharded_checkpoint(self.model, str(path))
+        # transformers may store weights under a different key layout than the module uses
+        # (e.g. LLaVA's original names) and converts on load, so load through from_pretrained.
+        dtype = next(self.model.parameters()).dtype
+        fresh = type(self.model).from_pretrained(str(path), dtype=dtype)
+        self.model.load_state_dict(fresh.state_dict())
+        del fresh
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
