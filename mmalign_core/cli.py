@@ -16,6 +16,7 @@ Commands and exit codes:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -247,6 +248,9 @@ def cmd_registry_check(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+#: Modules that add command groups through ``add_commands(subparsers)``.
+COMMAND_MODULES = ("mmalign_core.cli_data", "mmalign_core.cli_eval")
+
 def _add(
     sub: Any, name: str, func: Callable[[argparse.Namespace], int], help_text: str, description: str
 ) -> argparse.ArgumentParser:
@@ -291,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     sch = _add(sub, "schema", cmd_schema, "print the run-spec JSON Schema for the installed plugins",
                "Emit a JSON Schema of the run spec, with component names and configs of the installed plugins.")
     sch.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+
+    # Command groups kept in their own modules (each must import no torch at module level).
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
 
     reg = sub.add_parser("registry", help="work with registry.toml (the list of known plugins)",
                          description="Commands about registry.toml, the curated list of known plugins.")

@@ -159,5 +159,15 @@ class Evaluator(Protocol):
 
 @runtime_checkable
 class Judge(Protocol):
-    def compare(self, request: GenerationRequest, answers: Sequence[str], ctx: Context) -> dict[str, Any]:
-        """Rank answers for one request; returns at least ``{"best": index | None}``."""
+    """A model or service that answers judging prompts (graders, pairwise annotators, reward models).
+
+    ``complete`` is the text surface every judge offers: evaluators and preference sources build their
+    own prompts (rubric, question, answers, optional image) and parse the replies. ``describe``
+    returns what identifies the judge in manifests (model, version, decoding; never secrets).
+    """
+
+    def complete(self, requests: Sequence[GenerationRequest], ctx: Context) -> list[str]:
+        """One reply per judging request."""
+
+    def describe(self) -> dict[str, Any]:
+        """Identity of the judge for manifests and caches."""

@@ -57,6 +57,11 @@ class TrainSettings(_Strict):
     lora: Optional[LoraSettings] = Field(None, description="Train low-rank adapters instead of all weights.")
     freeze_vision: bool = Field(True, description="Keep the vision tower frozen.")
     max_examples: Optional[int] = Field(None, ge=1, description="Use only the first N examples of the data (after the source's own subsampling).")
+    cache_reference: bool = Field(
+        False,
+        description="Compute the reference log-probs of every pair once, store them on disk keyed by the reference weights, "
+        "data and processor, and train without running (or holding) the reference model; a later run with the same key reuses them.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSettings":

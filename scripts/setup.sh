@@ -12,9 +12,10 @@ VPIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${VPIP[@]}" install torch==2.13.0
 # 2. everything else, pinned exactly (transitive dependencies too).
 "${VPIP[@]}" install -c constraints.txt -r requirements.txt
-# 3. the core and the official plugins, editable, without dependency resolution.
-"${VPIP[@]}" install --no-deps --no-build-isolation \
-  -e . -e plugins/mmalign-tiny -e plugins/mmalign-losses -e plugins/mmalign-shapes
+# 3. the core and every official plugin (plugins/*/), editable, without dependency resolution.
+editable=(-e .)
+for p in plugins/*/; do editable+=(-e "$p"); done
+"${VPIP[@]}" install --no-deps --no-build-isolation "${editable[@]}"
 # torchvision must never be present: on CPU machines its CUDA-only build breaks transformers.
 .venv/bin/python - <<'PY'
 import importlib.util, sys

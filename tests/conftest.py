@@ -12,6 +12,9 @@ import pytest
 FIXTURE_PLUGINS = Path(__file__).resolve().parent / "fixtures" / "plugins"
 FIXTURE_PACKAGES = ("mmalign-example-eval", "mmalign-broken", "mmalign-toy")
 
+# One intra-op thread: tiny models gain nothing from more, and torch's spin-waiting threads slow
+# down by 50x when another process competes for the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MMALIGN_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

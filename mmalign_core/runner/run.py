@@ -23,7 +23,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from .. import __version__
 from ..errors import RunError
@@ -85,6 +85,23 @@ def resolve_device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RunError(f"spec asks for device {name!r} but CUDA is not available on this machine; use \"device\": \"cpu\"")
     return name
+
+
+class _Head(Sequence):
+    """The first ``n`` items of a sequence, without copying it."""
+
+    def __init__(self, items: Sequence[Any], n: int):
+        self._items, self._n = items, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._items[j] for j in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return self._items[i % self._n]
 
 
 class Run:
@@ -230,19 +247,21 @@ class Run:
         model.load_checkpoint(sdir / "model")
 
     # -------------------------------------------------------------- training
-    def _materialise(self, source: Any, kind: str, path: str, ctx: Context) -> list[Any]:
-        if kind == "sft":
-            if hasattr(source, "sft_examples"):
-                return list(source.sft_examples(ctx))
+    def _materialise(self, source: Any, kind: str, path: str, ctx: Context) -> Sequence[Any]:
+        """The stage's examples. A source may return a lazy ``Sequence`` (e.g. memory-mapped Arrow
+        rows); it is used as is, so memory does not grow with the data set. Iterators are listed."""
+        if kind == "sft" and not hasattr(source, "sft_examples"):
             return [
                 SFTExample(id=p.id, prompt=p.prompt, response=p.chosen, images=p.images, source=p.source, meta=p.meta)
                 for p in source.pairs(ctx)
             ]
-        pairs = list(source.pairs(ctx))
-        bad = [p for p in pairs[:1] if not isinstance(p, PreferencePair)]
-        if bad:
-            raise RunError(f"{path}: source yielded {type(bad[0]).__name__}, expected PreferencePair")
-        return pairs
+        items = source.sft_examples(ctx) if kind == "sft" else source.pairs(ctx)
+        if not isinstance(items, Sequence):
+            items = list(items)
+        expected = SFTExample if kind == "sft" else PreferencePair
+        if len(items) and not isinstance(items[0], expected):
+            raise RunError(f"{path}: source yielded {type(items[0]).__name__}, expected {expected.__name__}")
+        return items
 
     def _train(self, model: Any, i: int, name: str, stage: SFTStage | AlignStage, sdir: Path) -> dict[str, Any]:
         from .training import StageData, latest_checkpoint, run_training, truncate_metrics
@@ -254,8 +273,8 @@ class Run:
         ctx = self.context(sdir / "data", seed)
         t0 = time.perf_counter()
         examples = self._materialise(source, kind, f"stages[{i}].data", ctx)
-        if stage.train.max_examples:
-            examples = examples[: stage.train.max_examples]
+        if stage.train.max_examples and stage.train.max_examples < len(examples):
+            examples = _Head(examples, stage.train.max_examples)
         data_info = {
             "source": src_entry.qualified_name,
             "fingerprint": source.fingerprint() if hasattr(source, "fingerprint") else None,
@@ -264,6 +283,9 @@ class Run:
         }
         if hasattr(source, "stats"):
             data_info["stats"] = source.stats()
+            skipped = data_info["stats"].get("skipped") if isinstance(data_info["stats"], dict) else None
+            if skipped:
+                self.log(f"stage {i} '{name}': skipped rows by reason: {skipped}")
         self.log(f"stage {i} '{name}': {len(examples)} examples from {src_entry.qualified_name}, loss {loss_entry.qualified_name}")
         ckpt = latest_checkpoint(sdir)
         truncate_metrics(self.metrics_path, name, int(ckpt.name.split("-")[1]) if ckpt else 0)
@@ -283,6 +305,8 @@ class Run:
             progress=self.progress,
             log=self.log,
             on_metrics=lambda step, row: self.plugins.on_metrics(self.run_dir, name, step, row),
+            data_fingerprint=data_info["fingerprint"],
+            cache_dir=ctx.cache_dir,
         )
         model.save_pretrained(sdir / "model")
         shutil.rmtree(sdir / "checkpoints", ignore_errors=True)

@@ -19,9 +19,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..protocols import LossInputs
+from ..protocols import LossInputs, PairLogps
 from ..spec_models import TrainSettings
 from .io import append_jsonl, atomic_write_json
+from .refcache import cache_key, load_or_compute
 
 TRAINER_STATE = "trainer_state.pt"
 
@@ -127,6 +128,18 @@ def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, step: int, stag
     return final
 
 
+def _like(p: PairLogps, like: torch.Tensor) -> PairLogps:
+    """Move cached reference values to the policy's device and dtype."""
+
+    def cv(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.to(device=like.device, dtype=like.dtype if t.is_floating_point() else t.dtype)
+
+    return PairLogps(
+        chosen=cv(p.chosen), rejected=cv(p.rejected), chosen_tokens=cv(p.chosen_tokens), rejected_tokens=cv(p.rejected_tokens),
+        extra_rejected=[cv(t) for t in p.extra_rejected], extra_rejected_tokens=[cv(t) for t in p.extra_rejected_tokens],
+    )
+
+
 def _forward(model: Any, micro: Sequence[Any], kind: str, with_rejected: bool) -> Any:
     if kind == "sft":
         return model.sft_logps(micro)
@@ -147,6 +160,8 @@ def run_training(
     progress: Callable[..., Any],
     log: Callable[[str], None],
     on_metrics: Callable[[int, dict[str, float]], None],
+    data_fingerprint: str | None = None,
+    cache_dir: Path | None = None,
 ) -> TrainOutcome:
     """Train ``model`` in place; return when ``steps`` optimizer steps are done."""
     n = len(data.examples)
@@ -156,11 +171,28 @@ def run_training(
     micro_size = settings.micro_batch_size or settings.batch_size
     with_rejected = data.kind == "pairs" and "rejected" in loss_requires
     model.module.train()
+    use_cache = settings.cache_reference and "reference" in loss_requires and data.kind == "pairs"
+    # The reference is the model as it is now, before adapters are added.
+    ref_key = cache_key(model.fingerprint(), data_fingerprint, data.examples, with_rejected) if use_cache else None
     if settings.lora is not None:
         lo = settings.lora
         model.enable_lora(lo.r, lo.alpha, lo.dropout, lo.target_modules)
     model.freeze_vision(settings.freeze_vision)
-    reference = model.frozen_reference() if "reference" in loss_requires else None
+    reference = None
+    ref_cache = None
+    if use_cache:
+        ref_cache, _ = load_or_compute(
+            key=ref_key,
+            cache_dir=(cache_dir or stage_dir) / "ref-logps",
+            examples=data.examples,
+            reference_fn=model.frozen_reference,
+            batch_size=micro_size,
+            with_rejected=with_rejected,
+            progress=progress,
+            log=log,
+        )
+    elif "reference" in loss_requires:
+        reference = model.frozen_reference()
     groups = model.trainable_parameter_groups(settings.lr, settings.projector_lr)
     if not groups:
         raise ValueError(f"stage {stage_name!r}: no trainable parameters")
@@ -198,7 +230,9 @@ def run_training(
             weight = len(micro) / len(batch)
             policy = _forward(model, micro, data.kind, with_rejected)
             ref = None
-            if reference is not None:
+            if ref_cache is not None:
+                ref = _like(ref_cache.batch(idx[m0 : m0 + micro_size]), policy.chosen)
+            elif reference is not None:
                 with torch.no_grad():
                     ref = _forward(reference, micro, data.kind, with_rejected)
             out = loss_fn(LossInputs(policy=policy, reference=ref, pairs=micro))
