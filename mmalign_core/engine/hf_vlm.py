@@ -80,7 +80,9 @@ class HFVisionLanguageModel:
             self.image_token_id = getattr(cfg, "image_token_index", None)
         self.eos_token_id = self.tokenizer.eos_token_id
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_token_id
-        self._frozen_reference: HFVisionLanguageModel | None = None
+        # What forward passes go through: the model itself, or the wrapper a distributed
+        # backend put around it (DDP, FSDP). Generation and saving use the bare model.
+        self.forward_module: Any = model
 
     # ------------------------------------------------------------------ basics
     def _base_config(self) -> Any:
@@ -179,7 +181,7 @@ class HFVisionLanguageModel:
     def _sequence_logps(self, enc: _Encoded) -> tuple[torch.Tensor, torch.Tensor]:
         """Sum of log-probs over response tokens, and the number of response tokens, per row."""
         inputs = self._to_device(enc.inputs)
-        out = self.model(**inputs, use_cache=False)
+        out = self.forward_module(**inputs, use_cache=False)
         logits = out.logits[:, :-1, :].float()
         targets = inputs["input_ids"][:, 1:]
         mask = enc.response_mask[:, 1:].to(self.device)
@@ -335,12 +337,14 @@ class HFVisionLanguageModel:
 
         if self.is_peft:
             self.model = self.model.merge_and_unload()
+            self.forward_module = self.model
         proj_names = sorted({k for k in PROJECTOR_NAMES for n, _ in self.model.named_modules() if n.endswith(k)})
         cfg = peft.LoraConfig(
             r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
             modules_to_save=proj_names or None, bias="none",
         )
         self.model = peft.get_peft_model(self.model, cfg)
+        self.forward_module = self.model
         if not any(p.requires_grad for n, p in self.model.named_parameters() if "lora_" in n):
             raise ValueError(f"LoRA target_modules {target_modules!r} matched no module of the model")
 

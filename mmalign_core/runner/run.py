@@ -77,13 +77,23 @@ def make_progress() -> Callable[..., Iterable]:
     return progress
 
 
-def resolve_device(name: str) -> str:
+def make_accelerator(name: str) -> Any:
+    """The run's ``accelerate.Accelerator``: one process normally, a DDP world under torchrun/accelerate launch."""
     import torch
+    from accelerate import Accelerator
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RunError(f"spec asks for device {name!r} but CUDA is not available on this machine; use \"device\": \"cpu\"")
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Text-only examples leave the vision path unused in some forward passes.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=(name == "cpu"), kwargs_handlers=[ddp])
+
+
+def resolve_device(name: str, accelerator: Any) -> str:
+    if name in ("auto", "cpu") or accelerator.num_processes > 1:
+        return str(accelerator.device)
     return name
 
 
@@ -107,7 +117,11 @@ class _Head(Sequence):
 class Run:
     """State of one run while it executes."""
 
-    def __init__(self, validated: Any, plugins: Any, run_dir: Path, resume: bool):
+    def __init__(self, validated: Any, plugins: Any, run_dir: Path, resume: bool, accelerator: Any = None):
+        from .training import Dist
+
+        self.dist = Dist(accelerator)
+        self.accelerator = accelerator
         self.validated = validated
         self.spec = validated.spec
         self.plugins = plugins
@@ -115,13 +129,14 @@ class Run:
         self.resume = resume
         self.progress = make_progress()
         self.metrics_path = run_dir / "metrics.jsonl"
-        self._log_fh = open(run_dir / "run.log", "a")
+        self._log_fh = open(run_dir / "run.log", "a") if self.dist.is_main else None
         self.manifest: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- output
     def log(self, msg: str) -> None:
-        line = f"[mmalign] {msg}"
-        print(line, flush=True)
+        if not self.dist.is_main:
+            return
+        print(f"[mmalign] {msg}", flush=True)
         self._log_fh.write(f"{_now()} {msg}\n")
         self._log_fh.flush()
 
@@ -131,7 +146,14 @@ class Run:
         return Context(seed=seed, output_dir=out_dir, cache_dir=cache, progress=self.progress, log=self.log)
 
     def save_manifest(self) -> None:
-        atomic_write_json(self.run_dir / "manifest.json", self.manifest)
+        if self.dist.is_main:
+            atomic_write_json(self.run_dir / "manifest.json", self.manifest)
+
+    def write_report(self) -> Path:
+        path = self.run_dir / "report.md"
+        if self.dist.is_main:
+            write_report(self.run_dir, self.manifest)
+        return path
 
     # ---------------------------------------------------------------- stages
     def stage_dir(self, i: int, name: str) -> Path:
@@ -153,7 +175,7 @@ class Run:
             torch.set_num_threads(spec.threads)
         if spec.deterministic:
             torch.use_deterministic_algorithms(True)
-        device = resolve_device(spec.device)
+        device = resolve_device(spec.device, self.accelerator)
         torch.manual_seed(spec.seed)
         self._init_manifest(device)
         names = spec.stage_names()
@@ -193,15 +215,18 @@ class Run:
             info["status"] = "complete"
             info["finished"] = _now()
             record.update(info)
-            atomic_write_json(done, info)
+            if self.dist.is_main:
+                atomic_write_json(done, info)
             self.save_manifest()
-            write_report(self.run_dir, self.manifest)
+            self.write_report()
+            self.dist.barrier()
         self.manifest["status"] = "complete"
         self.manifest["finished"] = _now()
         self.manifest["model"]["fingerprint_final"] = model.fingerprint()
         self.save_manifest()
-        report = write_report(self.run_dir, self.manifest)
-        self.plugins.on_run_end(self.run_dir, self.manifest)
+        report = self.write_report()
+        if self.dist.is_main:
+            self.plugins.on_run_end(self.run_dir, self.manifest)
         self.log(f"done: {report}")
         return self.run_dir
 
@@ -220,6 +245,7 @@ class Run:
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "device": device,
+            "processes": self.dist.world,
             "seed": self.spec.seed,
             "packages": _package_versions(),
             "plugins": [
@@ -307,9 +333,11 @@ class Run:
             on_metrics=lambda step, row: self.plugins.on_metrics(self.run_dir, name, step, row),
             data_fingerprint=data_info["fingerprint"],
             cache_dir=ctx.cache_dir,
+            dist=self.dist,
         )
-        model.save_pretrained(sdir / "model")
-        shutil.rmtree(sdir / "checkpoints", ignore_errors=True)
+        if self.dist.is_main:
+            model.save_pretrained(sdir / "model")
+            shutil.rmtree(sdir / "checkpoints", ignore_errors=True)
         self.manifest["final_model"] = str(sdir / "model")
         self.log(f"stage {i} '{name}': {outcome.steps} steps in {outcome.seconds:.1f}s; model saved to {sdir / 'model'}")
         return {
@@ -325,6 +353,8 @@ class Run:
     # ------------------------------------------------------------ evaluation
     def _evaluate(self, model: Any, i: int, name: str, stage: EvaluateStage, sdir: Path) -> dict[str, Any]:
         results: dict[str, Any] = {}
+        if not self.dist.is_main:  # evaluation runs on the main process; the others wait at the barrier
+            return {"name": name, "results": results}
         model.module.eval()
         for j, ref in enumerate(stage.evaluators):
             path = f"stages[{i}].evaluators[{j}]"
@@ -361,8 +391,8 @@ class Run:
         return {"name": name, "results": results}
 
 
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, spec_hash: str) -> None:
-    """Refuse to clobber an existing run unless told to resume or overwrite."""
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, spec_hash: str, mutate: bool = True) -> None:
+    """Refuse to clobber an existing run unless told to resume or overwrite; ``mutate=False`` only checks."""
     if resume and overwrite:
         raise RunError("choose one of --resume and --overwrite")
     exists = run_dir.exists() and any(run_dir.iterdir())
@@ -370,7 +400,7 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, spec_hash: 
         raise RunError(
             f"output directory {run_dir} already holds a run; pass --resume to continue it or --overwrite to start over"
         )
-    if exists and overwrite:
+    if exists and overwrite and mutate:
         shutil.rmtree(run_dir)
     if resume and exists:
         man = run_dir / "manifest.json"
@@ -381,7 +411,8 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, spec_hash: 
                     f"cannot resume {run_dir}: the spec changed since the run started (hash {old[:12]} != {spec_hash[:12]}); "
                     "use --overwrite or another output directory"
                 )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if mutate:
+        run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def run_spec(validated: Any, *, output_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False, plugins: Any = None) -> Path:
@@ -391,9 +422,16 @@ def run_spec(validated: Any, *, output_dir: str | Path | None = None, resume: bo
     plugins = plugins or get_plugins()
     spec = validated.spec
     run_dir = Path(output_dir or spec.output_dir or Path("runs") / spec.name).resolve()
-    prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, spec_hash=validated.spec_hash)
-    atomic_write_json(run_dir / "spec.json", validated.resolved)
-    run = Run(validated, plugins, run_dir, resume)
+    accelerator = make_accelerator(spec.device)
+    main = accelerator.is_main_process
+    # Every process checks (so all of them stop on a refusal); only the main one changes files.
+    prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, spec_hash=validated.spec_hash, mutate=False)
+    accelerator.wait_for_everyone()
+    if main:
+        prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, spec_hash=validated.spec_hash)
+        atomic_write_json(run_dir / "spec.json", validated.resolved)
+    accelerator.wait_for_everyone()
+    run = Run(validated, plugins, run_dir, resume, accelerator)
     try:
         return run.execute()
     except BaseException as exc:
@@ -403,7 +441,8 @@ def run_spec(validated: Any, *, output_dir: str | Path | None = None, resume: bo
             run.save_manifest()
         raise
     finally:
-        run._log_fh.close()
+        if run._log_fh is not None:
+            run._log_fh.close()
 
 
 __all__ = ["run_spec", "prepare_run_dir", "read_jsonl"]

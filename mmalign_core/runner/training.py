@@ -27,6 +27,45 @@ from .refcache import cache_key, load_or_compute
 TRAINER_STATE = "trainer_state.pt"
 
 
+class Dist:
+    """The slice of accelerate the loop needs: rank, world size, DDP wrapping, reductions.
+
+    With one process (no ``accelerate``/``torchrun`` launch) every operation is a no-op.
+    """
+
+    def __init__(self, accelerator: Any = None):
+        self.acc = accelerator
+        self.rank = accelerator.process_index if accelerator else 0
+        self.world = accelerator.num_processes if accelerator else 1
+        self.is_main = self.rank == 0
+
+    def prepare(self, module: Any) -> Any:
+        if self.world == 1 or self.acc is None:
+            return module
+        return self.acc.prepare_model(module)
+
+    def no_sync(self, module: Any) -> Any:
+        import contextlib
+
+        if self.world == 1 or self.acc is None:
+            return contextlib.nullcontext()
+        return self.acc.no_sync(module)
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        if self.world == 1:
+            return values
+        import torch.distributed as dist
+
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(t)
+        return {k: float(v) / self.world for k, v in zip(keys, t.tolist())}
+
+    def barrier(self) -> None:
+        if self.world > 1 and self.acc is not None:
+            self.acc.wait_for_everyone()
+
+
 @dataclass
 class StageData:
     """The materialised examples of a stage (images stay lazy)."""
@@ -128,6 +167,12 @@ def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, step: int, stag
     return final
 
 
+def _null() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def _like(p: PairLogps, like: torch.Tensor) -> PairLogps:
     """Move cached reference values to the policy's device and dtype."""
 
@@ -162,8 +207,17 @@ def run_training(
     on_metrics: Callable[[int, dict[str, float]], None],
     data_fingerprint: str | None = None,
     cache_dir: Path | None = None,
+    dist: Dist | None = None,
 ) -> TrainOutcome:
-    """Train ``model`` in place; return when ``steps`` optimizer steps are done."""
+    """Train ``model`` in place; return when ``steps`` optimizer steps are done.
+
+    Under a distributed launch every process draws the same global batch and
+    trains on its own slice of it; gradients are averaged by DDP and scaled so
+    the update equals one process training on the whole batch.
+    """
+    dist = dist or Dist()
+    if settings.batch_size % dist.world:
+        raise ValueError(f"stage {stage_name!r}: batch_size {settings.batch_size} must divide by the {dist.world} processes")
     n = len(data.examples)
     if n == 0:
         raise ValueError(f"stage {stage_name!r}: the data source produced no examples")
@@ -181,6 +235,8 @@ def run_training(
     reference = None
     ref_cache = None
     if use_cache:
+        if not dist.is_main:
+            dist.barrier()  # let the main process compute and store the cache first
         ref_cache, _ = load_or_compute(
             key=ref_key,
             cache_dir=(cache_dir or stage_dir) / "ref-logps",
@@ -191,8 +247,11 @@ def run_training(
             progress=progress,
             log=log,
         )
+        if dist.is_main:
+            dist.barrier()
     elif "reference" in loss_requires:
         reference = model.frozen_reference()
+    model.forward_module = dist.prepare(model.module)
     groups = model.trainable_parameter_groups(settings.lr, settings.projector_lr)
     if not groups:
         raise ValueError(f"stage {stage_name!r}: no trainable parameters")
@@ -222,23 +281,33 @@ def run_training(
     last: dict[str, float] = {}
     bar = progress(range(start, steps), desc=f"{stage_name}", total=steps - start)
     for step in bar:
-        idx, epoch = order.batch(step, settings.batch_size)
+        global_idx, epoch = order.batch(step, settings.batch_size)
+        # Contiguous shards: each process's micro-batches are exactly those a single process
+        # would form, so losses that average per micro-batch (token means) keep their value.
+        local = len(global_idx) // dist.world
+        idx = global_idx[dist.rank * local : (dist.rank + 1) * local]
         batch = [data.examples[i] for i in idx]
         step_metrics: dict[str, float] = {}
-        for m0 in range(0, len(batch), micro_size):
+        starts = list(range(0, len(batch), micro_size))
+        for m0 in starts:
             micro = batch[m0 : m0 + micro_size]
+            # Each process backpropagates its share of the global mean; DDP averages over
+            # processes, hence the factor world.
             weight = len(micro) / len(batch)
-            policy = _forward(model, micro, data.kind, with_rejected)
-            ref = None
-            if ref_cache is not None:
-                ref = _like(ref_cache.batch(idx[m0 : m0 + micro_size]), policy.chosen)
-            elif reference is not None:
-                with torch.no_grad():
-                    ref = _forward(reference, micro, data.kind, with_rejected)
-            out = loss_fn(LossInputs(policy=policy, reference=ref, pairs=micro))
-            if not torch.isfinite(out.loss):
-                raise FloatingPointError(f"stage {stage_name!r}: non-finite loss at step {step}")
-            (out.loss * weight).backward()
+            scale = len(micro) * dist.world / len(global_idx)
+            sync = dist.no_sync(model.forward_module) if m0 != starts[-1] else _null()
+            with sync:
+                policy = _forward(model, micro, data.kind, with_rejected)
+                ref = None
+                if ref_cache is not None:
+                    ref = _like(ref_cache.batch(idx[m0 : m0 + micro_size]), policy.chosen)
+                elif reference is not None:
+                    with torch.no_grad():
+                        ref = _forward(reference, micro, data.kind, with_rejected)
+                out = loss_fn(LossInputs(policy=policy, reference=ref, pairs=micro))
+                if not torch.isfinite(out.loss):
+                    raise FloatingPointError(f"stage {stage_name!r}: non-finite loss at step {step}")
+                (out.loss * scale).backward()
             for k, v in out.metrics.items():
                 step_metrics[k] = step_metrics.get(k, 0.0) + v * weight
         grad_norm = None
@@ -247,7 +316,8 @@ def run_training(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        seen += len(batch)
+        seen += len(global_idx)
+        step_metrics = dist.mean(step_metrics)
         step_metrics["lr"] = optimizer.param_groups[0]["lr"]
         if grad_norm is not None:
             step_metrics["grad_norm"] = grad_norm
@@ -259,15 +329,19 @@ def run_training(
             row = {k: v / window_n for k, v in window.items()}
             row["epoch"] = round(epoch, 4)
             row["examples_per_s"] = seen / max(1e-9, time.perf_counter() - t0)
-            append_jsonl(metrics_path, {"stage": stage_name, "step": done, **row})
-            on_metrics(done, row)
+            if dist.is_main:
+                append_jsonl(metrics_path, {"stage": stage_name, "step": done, **row})
+                on_metrics(done, row)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}")
             last = row
             window, window_n = {}, 0
         if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < steps:
-            _save_checkpoint(model, optimizer, scheduler, done, stage_dir, settings.keep_checkpoints)
+            if dist.is_main:
+                _save_checkpoint(model, optimizer, scheduler, done, stage_dir, settings.keep_checkpoints)
+            dist.barrier()
     model.module.eval()
+    model.forward_module = model.module
     return TrainOutcome(steps=steps, examples_seen=seen, seconds=time.perf_counter() - t0, last_metrics=last)
 
 
