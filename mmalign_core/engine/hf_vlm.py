@@ -44,6 +44,19 @@ class _Encoded:
     response_mask: torch.Tensor  # [N, T] bool, True on answer tokens (incl. eos)
 
 
+def _tile(out: Any, copies: int) -> Any:
+    """Repeat every tensor of a (nested) model output ``copies`` times along dim 0."""
+    if isinstance(out, torch.Tensor):
+        return torch.cat([out] * copies)
+    if isinstance(out, (list, tuple)) and not hasattr(out, "keys"):
+        return type(out)(_tile(o, copies) for o in out)
+    if hasattr(out, "keys"):  # ModelOutput / dict
+        for key in list(out.keys()):
+            out[key] = _tile(out[key], copies)
+        return out
+    return out
+
+
 def _load_images(refs: Sequence[ImageRef]) -> list:
     return [r.load() for r in refs]
 
@@ -155,6 +168,10 @@ class HFVisionLanguageModel:
             self._check_length(len(seq), f"sample {ids[i] if ids else i}")
             rows.append(seq)
             resp.append([False] * len(p_ids) + [True] * len(a_ids))
+        return self._pad(rows, resp, image_inputs)
+
+    def _pad(self, rows: list[list[int]], resp: list[list[bool]], image_inputs: dict[str, Any]) -> _Encoded:
+        """Right-pad token rows into tensors; ``resp`` marks the answer tokens of each row."""
         width = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         attn = torch.zeros((len(rows), width), dtype=torch.long)
@@ -192,26 +209,35 @@ class HFVisionLanguageModel:
     def pair_logps(self, pairs: Sequence[PreferencePair], *, with_rejected: bool = True) -> PairLogps:
         """Chosen/rejected (and extra rejected) log-prob sums for a batch of pairs, with gradients.
 
-        All sequences of the batch go through one forward pass.
+        All sequences of the batch go through one forward pass. Each pair's prompt is processed
+        once and its images are encoded once (see :meth:`_shared_vision`); chosen, rejected and
+        extra rejected answers reuse them.
         """
         b = len(pairs)
         n_extra = max((len(p.extra_rejected) for p in pairs), default=0) if with_rejected else 0
         if n_extra and any(len(p.extra_rejected) != n_extra for p in pairs):
             raise ValueError("every pair of a batch must carry the same number of extra rejected answers")
-        prompts, images, answers, ids = [], [], [], []
-        for p in pairs:
-            prompts.append(p.prompt); images.append(p.images); answers.append(p.chosen); ids.append(p.id)
+        blocks: list[tuple[str, list[str]]] = [("", [p.chosen for p in pairs])]
         if with_rejected:
-            for p in pairs:
-                prompts.append(p.prompt)
-                images.append(p.rejected_images if p.rejected_images is not None else p.images)
-                answers.append(p.rejected); ids.append(f"{p.id}/rejected")
-            for k in range(n_extra):
-                for p in pairs:
-                    prompts.append(p.prompt); images.append(p.images)
-                    answers.append(p.extra_rejected[k]); ids.append(f"{p.id}/extra{k}")
-        enc = self._encode(prompts, images, answers, ids)
-        sums, counts = self._sequence_logps(enc)
+            blocks.append(("/rejected", [p.rejected for p in pairs]))
+            blocks += [(f"/extra{k}", [p.extra_rejected[k] for p in pairs]) for k in range(n_extra)]
+        if any(p.rejected_images is not None for p in pairs):
+            enc = self._encode_unshared(pairs, blocks)
+            sums, counts = self._sequence_logps(enc)
+        else:
+            prompt_ids, image_inputs = self._prompt_batch([p.prompt for p in pairs], [p.images for p in pairs])
+            k = len(blocks)
+            rows, resp = [], []
+            for suffix, answers in blocks:
+                for p, p_ids, ans in zip(pairs, prompt_ids, answers):
+                    a_ids = self._answer_ids(ans)
+                    self._check_length(len(p_ids) + len(a_ids), f"sample {p.id}{suffix}")
+                    rows.append(p_ids + a_ids)
+                    resp.append([False] * len(p_ids) + [True] * len(a_ids))
+            tiled = {name: torch.cat([v] * k) if isinstance(v, torch.Tensor) else v for name, v in image_inputs.items()}
+            enc = self._pad(rows, resp, tiled)
+            with self._shared_vision(k if image_inputs else 1):
+                sums, counts = self._sequence_logps(enc)
         chunks = list(sums.split(b)); cchunks = list(counts.split(b))
         return PairLogps(
             chosen=chunks[0],
@@ -221,6 +247,55 @@ class HFVisionLanguageModel:
             extra_rejected=chunks[2:],
             extra_rejected_tokens=cchunks[2:],
         )
+
+    def _encode_unshared(self, pairs: Sequence[PreferencePair], blocks: list[tuple[str, list[str]]]) -> _Encoded:
+        """Every sequence processed on its own (pairs whose rejected side has other images)."""
+        prompts, images, answers, ids = [], [], [], []
+        for j, (suffix, block) in enumerate(blocks):
+            for p, ans in zip(pairs, block):
+                prompts.append(p.prompt)
+                use_rej = suffix == "/rejected" and p.rejected_images is not None
+                images.append(p.rejected_images if use_rej else p.images)
+                answers.append(ans)
+                ids.append(f"{p.id}{suffix}")
+        return self._encode(prompts, images, answers, ids)
+
+    #: Model types whose vision tower takes images stacked along dim 0 (verified by tests), so a
+    #: tiled batch can be encoded from its first copy. Family adapters may extend this.
+    SHARED_VISION_MODEL_TYPES: frozenset[str] = frozenset({"llava"})
+
+    def _vision_tower(self) -> Any:
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        if getattr(base.config, "model_type", None) not in self.SHARED_VISION_MODEL_TYPES:
+            return None
+        inner = getattr(base, "model", base)
+        return getattr(inner, "vision_tower", None)
+
+    @contextlib.contextmanager
+    def _shared_vision(self, copies: int) -> Iterator[None]:
+        """While active, the vision tower encodes the first 1/``copies`` of its input and tiles the result.
+
+        The batch then holds ``copies`` identical blocks of images (one per answer block), so this
+        equals encoding every copy, at 1/``copies`` of the cost; gradients to a trainable tower
+        add up over the copies exactly as before.
+        """
+        tower = self._vision_tower() if copies > 1 else None
+        if tower is None:
+            yield
+            return
+        original = tower.forward
+
+        def forward(pixel_values: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            n = pixel_values.shape[0]
+            if n % copies:
+                return original(pixel_values, *args, **kwargs)
+            return _tile(original(pixel_values[: n // copies], *args, **kwargs), copies)
+
+        tower.forward = forward
+        try:
+            yield
+        finally:
+            del tower.forward  # back to the class's method
 
     def sft_logps(self, examples: Sequence[SFTExample]) -> PairLogps:
         enc = self._encode(

@@ -142,3 +142,51 @@ def test_save_and_reload_roundtrip(tiny_model, tmp_path: Path) -> None:
         b = again.pair_logps(_pairs()[:1])
     torch.testing.assert_close(a.chosen, b.chosen)
     assert tiny_model.fingerprint() == again.fingerprint()
+
+
+def _grads(model, pairs) -> dict[str, torch.Tensor]:
+    model.model.zero_grad(set_to_none=True)
+    out = model.pair_logps(pairs)
+    (out.chosen.sum() - 0.5 * out.rejected.sum()).backward()
+    return {n: p.grad.clone() for n, p in model.model.named_parameters() if p.grad is not None}
+
+
+def test_images_are_encoded_once_per_pair_with_identical_results(tiny_model) -> None:
+    pairs = _pairs()  # two pairs with an image, one text-only
+    for p in pairs:
+        p.extra_rejected = [p.rejected + " It is blurry."]
+    tiny_model.freeze_vision(False)  # gradients must reach a trainable tower too
+    seen: list[int] = []
+    tower = tiny_model.model.model.vision_tower
+    hook = tower.embeddings.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    shared = _grads(tiny_model, pairs)
+    with torch.no_grad():
+        shared_out = tiny_model.pair_logps(pairs)
+    hook.remove()
+    assert seen and all(n == 2 for n in seen), f"tower saw {seen} images per call; expected the 2 images once"
+
+    tiny_model.SHARED_VISION_MODEL_TYPES = frozenset()  # instance override: encode every copy
+    seen.clear()
+    hook = tower.embeddings.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    plain = _grads(tiny_model, pairs)
+    with torch.no_grad():
+        plain_out = tiny_model.pair_logps(pairs)
+    hook.remove()
+    assert all(n == 6 for n in seen)  # 2 images x (chosen, rejected, extra)
+    for a, b in ((shared_out.chosen, plain_out.chosen), (shared_out.rejected, plain_out.rejected),
+                 (shared_out.extra_rejected[0], plain_out.extra_rejected[0])):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert shared.keys() == plain.keys() and any("vision_tower" in k for k in shared)
+    for k in shared:
+        torch.testing.assert_close(shared[k], plain[k], atol=1e-5, rtol=1e-4)
+
+
+def test_rejected_images_use_their_own_images(tiny_model) -> None:
+    p = _pairs()[0]
+    alt = PreferencePair(id=p.id, prompt=p.prompt, chosen=p.chosen, rejected=p.chosen, images=p.images,
+                         rejected_images=[_img((0, 0, 0))])
+    with torch.no_grad():
+        out = tiny_model.pair_logps([alt])
+    # Same text, different image: the scores differ, and the rejected side equals scoring it alone.
+    assert out.chosen.item() != pytest.approx(out.rejected.item(), abs=1e-6)
+    assert out.rejected.item() == pytest.approx(_independent_logp(tiny_model, p.prompt, alt.rejected_images, p.chosen), abs=1e-4)
