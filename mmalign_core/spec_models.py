@@ -57,6 +57,10 @@ class TrainSettings(_Strict):
     lora: Optional[LoraSettings] = Field(None, description="Train low-rank adapters instead of all weights.")
     freeze_vision: bool = Field(True, description="Keep the vision tower frozen.")
     max_examples: Optional[int] = Field(None, ge=1, description="Use only the first N examples of the data (after the source's own subsampling).")
+    group_by_length: bool = Field(
+        False,
+        description="Form batches from examples of similar text length (within windows of 64 batches, batch order still shuffled) to cut padding.",
+    )
     cache_reference: bool = Field(
         False,
         description="Compute the reference log-probs of every pair once, store them on disk keyed by the reference weights, "

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..protocols import LossInputs, PairLogps
+from ..types import SFTExample
 from ..spec_models import TrainSettings
 from .io import append_jsonl, atomic_write_json
 from .refcache import cache_key, load_or_compute
@@ -107,17 +108,39 @@ def lr_lambda(settings: TrainSettings, steps: int) -> Callable[[int], float]:
 
 
 class BatchOrder:
-    """Deterministic example order: one permutation per epoch, seeded by (seed, epoch)."""
+    """Deterministic example order: one permutation per epoch, seeded by (seed, epoch).
 
-    def __init__(self, n: int, seed: int):
+    With ``lengths`` (and a ``batch_size``), each window of ``window`` batches of the permutation is
+    sorted by length and cut into batches, and those batches are shuffled within the window: batches
+    hold examples of similar length (less padding) while the order stays random and reproducible.
+    """
+
+    def __init__(self, n: int, seed: int, lengths: Sequence[int] | None = None, batch_size: int = 1, window: int = 64):
         self.n = n
         self.seed = seed
+        self.lengths = None if lengths is None else np.asarray(lengths)
+        self.batch_size = batch_size
+        self.window = window
         self._cache: dict[int, np.ndarray] = {}
 
     def _perm(self, epoch: int) -> np.ndarray:
         if epoch not in self._cache:
-            self._cache = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+            rng = np.random.default_rng([self.seed, epoch])
+            perm = rng.permutation(self.n)
+            if self.lengths is not None:
+                perm = self._group(perm, rng)
+            self._cache = {epoch: perm}
         return self._cache[epoch]
+
+    def _group(self, perm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        span = self.window * self.batch_size
+        out = []
+        for s in range(0, len(perm), span):
+            chunk = perm[s : s + span]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches = [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            out.extend(batches[j] for j in rng.permutation(len(batches)))
+        return np.concatenate(out) if out else perm
 
     def batch(self, step: int, size: int) -> tuple[list[int], float]:
         start = step * size
@@ -165,6 +188,13 @@ def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, step: int, stag
     for old in older:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _text_length(example: Any) -> int:
+    """A cheap length proxy (characters of prompt and answers; images add the same per image)."""
+    if isinstance(example, SFTExample):
+        return len(example.prompt) + len(example.response) + 1000 * len(example.images)
+    return len(example.prompt) + max(len(example.chosen), len(example.rejected)) + 1000 * len(example.images)
 
 
 def _null() -> Any:
@@ -262,7 +292,8 @@ def run_training(
         weight_decay=settings.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(settings, steps))
-    order = BatchOrder(n, seed)
+    lengths = [_text_length(e) for e in data.examples] if settings.group_by_length else None
+    order = BatchOrder(n, seed, lengths, settings.batch_size)
     start = 0
     ckpt = latest_checkpoint(stage_dir)
     if ckpt is not None:

@@ -18,7 +18,7 @@ def _spec() -> dict:
         "model": {"name": "tiny-llava"},
         "stages": [
             {"type": "sft", "data": {"name": "shapes-sft", "config": {"n_examples": 64}},
-             "train": {"steps": 2, "batch_size": 8, "micro_batch_size": 2, "lr": 1e-3, "log_every": 1}},
+             "train": {"steps": 2, "batch_size": 8, "micro_batch_size": 2, "lr": 1e-3, "log_every": 1, "group_by_length": True}},
             {"type": "align", "data": {"name": "shapes-pairs", "config": {"n_pairs": 32}},
              "loss": {"name": "dpo", "config": {"beta": 0.1}},
              "train": {"steps": 3, "batch_size": 4, "micro_batch_size": 1, "lr": 1e-3, "log_every": 1}},
