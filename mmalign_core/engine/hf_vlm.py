@@ -131,6 +131,10 @@ class HFVisionLanguageModel:
         texts = [self.format_prompt(p, len(imgs)) for p, imgs in zip(prompts, images)]
         flat = [im for imgs in images for im in imgs]
         kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+        bos = getattr(self.tokenizer, "bos_token", None)
+        if bos and all(t.startswith(bos) for t in texts):
+            # The chat template already writes BOS; the tokenizer must not add a second one.
+            kwargs["add_special_tokens"] = False
         if flat:
             kwargs["images"] = _load_images(flat)
         enc = self.processor(**kwargs)

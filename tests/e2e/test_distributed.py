@@ -47,9 +47,13 @@ def test_two_gloo_processes_match_one(tmp_path: Path, mmalign_cache: Path) -> No
         b = load_file(str(tmp_path / "two" / "stages" / stage / "model" / "model.safetensors"))
         assert a.keys() == b.keys()
         for k in a:
-            assert (a[k] - b[k]).abs().max().item() < 1e-5, f"{stage}: {k} differs"
+            # Summation order differs between one and two processes; Adam magnifies that float noise on
+            # parameters with near-zero gradients, so weights agree to 1e-4 (one step moves them ~1e-3).
+            assert (a[k] - b[k]).abs().max().item() < 1e-4, f"{stage}: {k} differs"
     rows_one = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     rows_two = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows_one) == len(rows_two) == 5  # metrics written once, by the main process
     for r1, r2 in zip(rows_one, rows_two):
         assert r1["loss"] == pytest.approx(r2["loss"], abs=1e-5)
+        # Adam hides a wrong gradient scale from the weights; the synced gradient norm does not.
+        assert r1["grad_norm"] == pytest.approx(r2["grad_norm"], rel=1e-4)

@@ -190,3 +190,12 @@ def test_rejected_images_use_their_own_images(tiny_model) -> None:
     # Same text, different image: the scores differ, and the rejected side equals scoring it alone.
     assert out.chosen.item() != pytest.approx(out.rejected.item(), abs=1e-6)
     assert out.rejected.item() == pytest.approx(_independent_logp(tiny_model, p.prompt, alt.rejected_images, p.chosen), abs=1e-4)
+
+
+def test_template_that_writes_bos_gets_a_single_bos(tiny_model) -> None:
+    bos_id = tiny_model.tokenizer.bos_token_id
+    plain_ids, _ = tiny_model._prompt_batch(["Describe the image."], [[]])
+    tiny_model.processor.chat_template = "{{ bos_token }}" + tiny_model.processor.chat_template
+    ids, _ = tiny_model._prompt_batch(["Describe the image."], [[]])
+    assert ids[0][0] == bos_id and ids[0][1] != bos_id
+    assert ids == plain_ids

@@ -154,3 +154,20 @@ def test_invalid_evaluator_configs_are_rejected(bad):
 
     with pytest.raises(ValidationError):
         ShapesPopeConfig.model_validate(bad)
+
+
+def test_core_contract_checks():
+    """The core's testing kit: entries, sources (with image loading) and both evaluators."""
+    from mmalign_core.testing import ScriptedModel, check_evaluator, check_plugin, check_source
+
+    plugins = check_plugin("mmalign_shapes.plugin", name="shapes")
+    pairs = check_source(plugins.resolve("preference_source", "shapes-pairs"), {"n_pairs": 20, "yes_no_fraction": 0.3}, limit=20)
+    assert len(pairs["pairs"]) == 20
+    sft = check_source(plugins.resolve("preference_source", "shapes-sft"), {"n_examples": 20}, limit=20)
+    assert len(sft["sft"]) == 20
+    pope = check_evaluator(plugins.resolve("evaluator", "shapes-pope"), ScriptedModel("No."), {"n_images": 4, "stats_scenes": 100})
+    assert pope.metrics["pope_yes_ratio"] == 0.0
+    chair = check_evaluator(
+        plugins.resolve("evaluator", "shapes-chair"), ScriptedModel("a red circle."), {"n_images": 4, "n_absent_images": 4}
+    )
+    assert chair.metrics["objects_per_caption"] == 1.0

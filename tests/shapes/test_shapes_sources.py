@@ -204,3 +204,19 @@ def test_inject_never_returns_the_truth():
             result = inject(world, scene.objects, mode, stream_rng(0, "t", i))
             assert set(result.objects) != set(scene.objects)
             assert result.added not in scene
+
+
+def test_sources_return_lazy_sequences():
+    from collections.abc import Sequence
+
+    sft = ShapesSFTSource(ShapesSFTConfig(n_examples=30))
+    examples = sft.sft_examples(CTX)
+    assert isinstance(examples, Sequence) and len(examples) == 30
+    assert examples[-1].id == examples[29].id == "shapes-sft:0:29"
+    assert [e.id for e in examples[2:5]] == [sft.example(i).id for i in range(2, 5)]
+    with pytest.raises(IndexError):
+        examples[30]
+    pairs = ShapesPairsSource(ShapesPairsConfig(n_pairs=12)).pairs(CTX)
+    assert isinstance(pairs, Sequence) and len(pairs) == 12
+    assert [p.id for p in pairs] == [f"shapes-pairs:0:{i}" for i in range(12)]
+    assert pairs[3].rejected == pairs[3].rejected and pairs[-12].id == pairs[0].id

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from mmalign_core import LossEntry, hookimpl
 
-from .config import DPOConfig, SFTConfig
+from .config import AvgDPOConfig, DPOConfig, IPOConfig, RobustDPOConfig, SFTConfig, SLiCConfig, WeightedSumConfig
 
 PREFERENCE_METRICS = (
     "loss",
@@ -13,7 +13,9 @@ PREFERENCE_METRICS = (
     "rewards/accuracy",
     "logps/chosen",
     "logps/rejected",
+    "nll",
 )
+PREFERENCE_REQUIRES = frozenset({"reference", "rejected"})
 
 
 @hookimpl
@@ -24,8 +26,49 @@ def mmalign_losses() -> list[LossEntry]:
             summary="DPO (sigmoid) against a frozen reference; sum of response-token log-probs by default.",
             config=DPOConfig,
             factory="mmalign_losses.dpo:DPOLoss",
-            requires={"reference", "rejected"},
+            requires=PREFERENCE_REQUIRES,
             metrics=PREFERENCE_METRICS,
+        ),
+        LossEntry(
+            name="ipo",
+            summary="IPO: squared loss (beta*rho - 1)^2 (GPO form) or TRL's (rho_mean - 1/(2 beta))^2.",
+            config=IPOConfig,
+            factory="mmalign_losses.gpo:IPOLoss",
+            requires=PREFERENCE_REQUIRES,
+            metrics=PREFERENCE_METRICS,
+        ),
+        LossEntry(
+            name="slic",
+            summary="SLiC calibration hinge max(0, 1 - beta*rho) (= TRL's hinge loss).",
+            config=SLiCConfig,
+            factory="mmalign_losses.gpo:SLiCLoss",
+            requires=PREFERENCE_REQUIRES,
+            metrics=PREFERENCE_METRICS,
+        ),
+        LossEntry(
+            name="robust-dpo",
+            summary="DPO with label smoothing for noisy preferences: conservative (cDPO) or unbiased robust (rDPO) form.",
+            config=RobustDPOConfig,
+            factory="mmalign_losses.dpo:RobustDPOLoss",
+            requires=PREFERENCE_REQUIRES,
+            metrics=PREFERENCE_METRICS,
+        ),
+        LossEntry(
+            name="avg-dpo",
+            summary="Avg-DPO (paper Eq. 5): gamma*DPO(y+, y-) + (1-gamma)*DPO(y+, extra rejected answer).",
+            config=AvgDPOConfig,
+            factory="mmalign_losses.dpo:AvgDPOLoss",
+            requires=PREFERENCE_REQUIRES,
+            metrics=PREFERENCE_METRICS,
+        ),
+        LossEntry(
+            name="weighted-sum",
+            summary="A weighted sum of registered losses (MPO-style); metrics prefixed per term.",
+            config=WeightedSumConfig,
+            factory="mmalign_losses.weighted:WeightedSumLoss",
+            # Entries are static: declare what the most demanding term can need (every loss needs at most these).
+            requires=PREFERENCE_REQUIRES,
+            metrics=("loss",),
         ),
         LossEntry(
             name="sft",

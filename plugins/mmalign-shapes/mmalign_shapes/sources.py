@@ -2,14 +2,16 @@
 
 Both sources are static and fully determined by their config: example ``i``
 always shows scene ``i`` of the configured split and seed, and its image is
-rendered only when loaded. Iteration is cheap (no pixels are touched).
+rendered only when loaded. ``sft_examples`` / ``pairs`` return lazy sequences:
+an item is built when it is indexed, so memory does not grow with the data set.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable, Generic, Iterator, TypeVar, overload
 
 import numpy as np
 
@@ -20,6 +22,36 @@ from .config import ShapesPairsConfig, ShapesSFTConfig
 from .injection import inject
 from .text import ShapeObject, count_answer, question
 from .world import DATA_VERSION, Scene, ShapesWorld, stream_rng
+
+
+T = TypeVar("T")
+
+
+class LazyItems(Sequence, Generic[T]):
+    """A read-only sequence whose item ``i`` is ``make(i)``, built on access."""
+
+    def __init__(self, n: int, make: Callable[[int], T]):
+        self._n = n
+        self._make = make
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> T: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[T]: ...
+
+    def __getitem__(self, i: int | slice) -> T | list[T]:
+        if isinstance(i, slice):
+            return [self._make(j) for j in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return self._make(i % self._n)
+
+    def __iter__(self) -> Iterator[T]:
+        return (self._make(i) for i in range(self._n))
 
 
 def allocate(n: int, fractions: Sequence[tuple[str, float]], rng: np.random.Generator) -> list[str]:
@@ -79,12 +111,11 @@ class ShapesSFTSource:
         """Hash of the config (the data is a pure function of it)."""
         return config_fingerprint(self.name, self.config)
 
-    def sft_examples(self, ctx: Context | None = None) -> Iterator[SFTExample]:
-        """All examples, in index order (``ctx`` is not needed: the data is static)."""
-        for i in range(len(self)):
-            yield self.example(i)
+    def sft_examples(self, ctx: Context | None = None) -> LazyItems[SFTExample]:
+        """All examples as a lazy sequence (``ctx`` is not needed: the data is static)."""
+        return LazyItems(len(self), self.example)
 
-    def pairs(self, ctx: Context | None = None) -> Iterator[PreferencePair]:
+    def pairs(self, ctx: Context | None = None) -> Sequence[PreferencePair]:
         """Not offered: this source has no rejected answers."""
         raise NotImplementedError(
             "shapes-sft provides SFT examples only (capability 'sft'); use 'shapes-pairs' for preference pairs"
@@ -93,8 +124,9 @@ class ShapesSFTSource:
     def example(self, i: int) -> SFTExample:
         """Example ``i``."""
         cfg = self.config
-        if not 0 <= i < len(self):
+        if not -len(self) <= i < len(self):
             raise IndexError(i)
+        i %= len(self)
         kind = self.kinds[i]
         scene = self.world.scene(cfg.split, cfg.seed, i)
         meta: dict[str, Any] = {"kind": kind, "scene": scene.key, "objects": [o.name for o in scene.objects]}
@@ -157,10 +189,9 @@ class ShapesPairsSource:
         """Hash of the config (the data is a pure function of it)."""
         return config_fingerprint(self.name, self.config)
 
-    def pairs(self, ctx: Context | None = None) -> Iterator[PreferencePair]:
-        """All pairs, in index order (``ctx`` is not needed: the data is static)."""
-        for i in range(len(self)):
-            yield self.pair(i)
+    def pairs(self, ctx: Context | None = None) -> LazyItems[PreferencePair]:
+        """All pairs as a lazy sequence (``ctx`` is not needed: the data is static)."""
+        return LazyItems(len(self), self.pair)
 
     def scene(self, i: int) -> Scene:
         """The scene shown by pair ``i``."""
@@ -171,8 +202,9 @@ class ShapesPairsSource:
     def pair(self, i: int) -> PreferencePair:
         """Pair ``i``."""
         cfg = self.config
-        if not 0 <= i < len(self):
+        if not -len(self) <= i < len(self):
             raise IndexError(i)
+        i %= len(self)
         scene = self.scene(i)
         rng = stream_rng(cfg.seed, cfg.split + "#pairs-inject", i)
         injection = inject(self.world, scene.objects, cfg.mode, rng, cfg.fallback)
