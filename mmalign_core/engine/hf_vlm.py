@@ -431,11 +431,15 @@ class HFVisionLanguageModel:
         """The reference policy for this stage: adapters disabled (LoRA) or a frozen copy (full fine-tuning)."""
         if self.is_peft:
             return _AdapterDisabledReference(self)
-        ref_model = copy.deepcopy(self.model)
-        ref_model.eval()
-        for p in ref_model.parameters():
+        # A frozen copy of this very object (same class, so family-specific encoding carries over),
+        # sharing the processor but not the weights.
+        ref = copy.copy(self)
+        ref.model = copy.deepcopy(self.model)
+        ref.model.eval()
+        for p in ref.model.parameters():
             p.requires_grad_(False)
-        return HFVisionLanguageModel(ref_model, self.processor, name_or_path=self.name_or_path, device=self.device, max_length=self.max_length)
+        ref.forward_module = ref.model
+        return ref
 
     # ------------------------------------------------------------ persistence
     def save_pretrained(self, path: Path | str) -> None:
@@ -443,6 +447,13 @@ class HFVisionLanguageModel:
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.processor.save_pretrained(path)
+
+    def mark_saved(self, path: Path | str) -> None:
+        """Record ``path`` as where these weights live now, so adapters of a later LoRA stage name it
+        (not the original checkpoint) as their base model."""
+        self.name_or_path = str(path)
+        if not self.is_peft:
+            self.model.config._name_or_path = str(path)
 
     def load_checkpoint(self, path: Path | str) -> None:
         """Load weights saved by :meth:`save_pretrained` into this (identically structured) model."""

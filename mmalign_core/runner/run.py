@@ -301,10 +301,19 @@ class Run:
         examples = self._materialise(source, kind, f"stages[{i}].data", ctx)
         if stage.train.max_examples and stage.train.max_examples < len(examples):
             examples = _Head(examples, stage.train.max_examples)
+        dropped: list[str] = []
+        if hasattr(model, "filter_too_long"):
+            # Samples whose image tokens would not fit are dropped whole (or fail, per the model's config).
+            examples, dropped = model.filter_too_long(examples)
+            if dropped:
+                self.log(f"stage {i} '{name}': dropped {len(dropped)} samples longer than the model's max_length: {dropped[:5]}")
+        fingerprint = source.fingerprint() if hasattr(source, "fingerprint") else None
+        budget = getattr(model, "max_length", None)
         data_info = {
             "source": src_entry.qualified_name,
-            "fingerprint": source.fingerprint() if hasattr(source, "fingerprint") else None,
+            "fingerprint": fingerprint,
             "n_examples": len(examples),
+            "dropped_too_long": len(dropped),
             "seconds": round(time.perf_counter() - t0, 3),
         }
         if hasattr(source, "stats"):
@@ -331,13 +340,15 @@ class Run:
             progress=self.progress,
             log=self.log,
             on_metrics=lambda step, row: self.plugins.on_metrics(self.run_dir, name, step, row),
-            data_fingerprint=data_info["fingerprint"],
+            data_fingerprint=f"{fingerprint}|max_length={budget}",
             cache_dir=ctx.cache_dir,
             dist=self.dist,
         )
         if self.dist.is_main:
             model.save_pretrained(sdir / "model")
             shutil.rmtree(sdir / "checkpoints", ignore_errors=True)
+        if hasattr(model, "mark_saved"):
+            model.mark_saved(sdir / "model")
         self.manifest["final_model"] = str(sdir / "model")
         self.log(f"stage {i} '{name}': {outcome.steps} steps in {outcome.seconds:.1f}s; model saved to {sdir / 'model'}")
         return {
