@@ -635,14 +635,20 @@ def check_judge(
     entry: ComponentEntry,
     config: ConfigLike = None,
     *,
-    request: Optional[GenerationRequest] = None,
-    answers: Optional[Sequence[str]] = None,
+    requests: Optional[Sequence[GenerationRequest]] = None,
     ctx: Optional[Context] = None,
 ) -> Any:
-    """Check a judge: the entry, that it builds, and that it has ``compare(request, answers, ctx)``.
+    """Check a judge (protocol :class:`~mmalign_core.protocols.Judge`).
 
-    With ``request`` and ``answers`` it also calls ``compare`` and checks the
-    result is a dict whose ``"best"`` is ``None`` or an index into ``answers``.
+    Runs :func:`check_entry`, builds the judge and checks that:
+
+    - it has ``complete(requests, ctx)`` and ``describe()``;
+    - ``describe()`` returns a dict that serialises to JSON and is the same on
+      a second call (it identifies the judge in manifests and judge caches);
+    - with ``requests`` (judging prompts, e.g.
+      :func:`~mmalign_core.testing.make_requests`), ``complete(requests, ctx)``
+      returns a list holding one ``str`` per request (``ctx``: default a fresh
+      temporary context).
 
     Returns:
         the built judge.
@@ -654,24 +660,49 @@ def check_judge(
     check_entry(entry)
     findings = _Findings(_subject(entry))
     judge = _build(entry, config, findings)
-    compare = getattr(judge, "compare", None)
-    if not callable(compare):
-        raise findings.fatal(f"the factory returned a {type(judge).__name__} without a compare(request, answers, ctx) method")
-    if request is not None and answers is not None:
-        from .data import make_context
-
+    missing = [m for m in ("complete", "describe") if not callable(getattr(judge, m, None))]
+    if missing:
+        raise findings.fatal(
+            f"the factory returned a {type(judge).__name__} without "
+            + " and ".join(f"a {m}({'requests, ctx' if m == 'complete' else ''}) method" for m in missing)
+        )
+    try:
+        identity = judge.describe()
+    except Exception as exc:  # noqa: BLE001
+        raise findings.fatal(f"describe() raised {_describe(exc)}") from exc
+    if not isinstance(identity, dict):
+        findings.add(f"describe() must return a dict, got {type(identity).__name__}")
+    else:
         try:
-            with tempfile.TemporaryDirectory(prefix="mmalign-check-") as tmp:
-                verdict = compare(request, list(answers), ctx if ctx is not None else make_context(tmp))
+            json.dumps(identity)
+        except (TypeError, ValueError) as exc:
+            findings.add(f"describe() does not serialise to JSON: {_describe(exc)}")
+        try:
+            again = judge.describe()
         except Exception as exc:  # noqa: BLE001
-            raise findings.fatal(f"compare() raised {_describe(exc)}") from exc
-        if not isinstance(verdict, dict) or "best" not in verdict:
-            findings.add(f"compare() must return a dict with a 'best' key, got {verdict!r:.80}")
+            again = exc
+        if again != identity:
+            findings.add("describe() is not stable: two calls returned different identities (judge caches would never hit)")
+    if requests is not None:
+        requests = list(requests)
+        try:
+            if ctx is not None:
+                replies = judge.complete(requests, ctx)
+            else:
+                from .data import make_context
+
+                with tempfile.TemporaryDirectory(prefix="mmalign-check-") as tmp:
+                    replies = judge.complete(requests, make_context(tmp))
+        except Exception as exc:  # noqa: BLE001
+            raise findings.fatal(f"complete(requests, ctx) raised {_describe(exc)}") from exc
+        if not isinstance(replies, list):
+            findings.add(f"complete() must return a list of str, got {type(replies).__name__}")
         else:
-            best = verdict["best"]
-            valid = best is None or (isinstance(best, int) and not isinstance(best, bool) and 0 <= best < len(answers))
-            if not valid:
-                findings.add(f"compare()['best'] must be None or an index below {len(answers)}, got {best!r}")
+            if len(replies) != len(requests):
+                findings.add(f"complete() returned {len(replies)} replies for {len(requests)} requests (one per request)")
+            wrong = sorted({type(r).__name__ for r in replies if not isinstance(r, str)})
+            if wrong:
+                findings.add(f"complete() replies must be str, got {', '.join(wrong)}")
     findings.raise_if_any()
     return judge
 

@@ -403,16 +403,52 @@ def test_broken_sources_fail(factory: str, message: str) -> None:
 
 # ---------------------------------------------------------------------------- judge
 class GoodJudge:
+    """Answers every judging prompt with its length."""
+
     def __init__(self, config):
         self.config = config
 
-    def compare(self, request, answers, ctx):
-        return {"best": min(range(len(answers)), key=lambda i: len(answers[i]))}
+    def complete(self, requests, ctx):
+        return [f"Rating: {len(r.prompt) % 7}" for r in requests]
+
+    def describe(self):
+        return {"judge": "good", "version": 1}
 
 
-class OffByOneJudge(GoodJudge):
-    def compare(self, request, answers, ctx):
-        return {"best": len(answers)}
+class OneReplyShortJudge(GoodJudge):
+    def complete(self, requests, ctx):
+        return super().complete(requests, ctx)[:-1]
+
+
+class NonStringJudge(GoodJudge):
+    def complete(self, requests, ctx):
+        return [{"score": 1} for _ in requests]
+
+
+class RaisingJudge(GoodJudge):
+    def complete(self, requests, ctx):
+        raise RuntimeError("the judge service is down")
+
+
+class UnstableIdentityJudge(GoodJudge):
+    calls = 0
+
+    def describe(self):
+        UnstableIdentityJudge.calls += 1
+        return {"judge": "unstable", "call": UnstableIdentityJudge.calls}
+
+
+class OpaqueIdentityJudge(GoodJudge):
+    def describe(self):
+        return {"judge": object()}
+
+
+class NoDescribeJudge:
+    def __init__(self, config):
+        pass
+
+    def complete(self, requests, ctx):
+        return ["ok" for _ in requests]
 
 
 class NotAJudge:
@@ -424,15 +460,30 @@ def judge_entry(factory: str) -> JudgeEntry:
     return JudgeEntry(name="toy", summary="A toy judge.", config=EmptyConfig, factory=f"{HERE}:{factory}")
 
 
-def test_judges() -> None:
-    from mmalign_core.types import GenerationRequest
+def test_good_judge_passes(mmalign_context) -> None:
+    from mmalign_core.testing import make_requests
 
-    request = GenerationRequest(prompt="Describe the image.")
-    assert isinstance(check_judge(judge_entry("GoodJudge"), request=request, answers=["long answer", "short"]), GoodJudge)
-    with pytest.raises(ContractError, match="without a compare"):
-        check_judge(judge_entry("NotAJudge"))
-    with pytest.raises(ContractError, match=r"must be None or an index below 2, got 2"):
-        check_judge(judge_entry("OffByOneJudge"), request=request, answers=["a", "b"])
+    assert isinstance(check_judge(judge_entry("GoodJudge")), GoodJudge)
+    assert isinstance(check_judge(judge_entry("GoodJudge"), requests=make_requests(3), ctx=mmalign_context), GoodJudge)
+
+
+@pytest.mark.parametrize(
+    "factory, message",
+    [
+        ("NotAJudge", r"without a complete\(requests, ctx\) method and a describe\(\) method"),
+        ("NoDescribeJudge", r"without a describe\(\) method"),
+        ("OneReplyShortJudge", "returned 2 replies for 3 requests"),
+        ("NonStringJudge", "replies must be str, got dict"),
+        ("RaisingJudge", r"complete\(requests, ctx\) raised RuntimeError: the judge service is down"),
+        ("UnstableIdentityJudge", r"describe\(\) is not stable"),
+        ("OpaqueIdentityJudge", r"describe\(\) does not serialise to JSON"),
+    ],
+)
+def test_broken_judges_fail(factory: str, message: str) -> None:
+    from mmalign_core.testing import make_requests
+
+    with pytest.raises(ContractError, match=message):
+        check_judge(judge_entry(factory), requests=make_requests(3))
 
 
 # -------------------------------------------------------------------------- plugins

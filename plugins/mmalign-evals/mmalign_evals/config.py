@@ -1,0 +1,349 @@
+"""Configuration classes of the benchmark evaluators and the scripted judge (pydantic only, no torch).
+
+The metric names every evaluator reports are fixed here, so the entry records
+can declare them without importing the evaluators. Judge-scored evaluators
+take their judge as a component reference, ``{"name": ..., "config": {...}}``,
+resolved against the installed plugins when the spec is validated.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Optional
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from mmalign_core import ComponentConfig
+
+# ------------------------------------------------------------------------ metric names
+POPE_SPLITS: tuple[str, ...] = ("random", "popular", "adversarial")
+POPE_SPLIT_METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "yes_ratio")
+#: Exactly the metrics ``pope`` reports: the means over the three splits, then each split.
+POPE_METRICS: tuple[str, ...] = tuple(f"pope_{m}" for m in ("f1", "accuracy", "precision", "recall", "yes_ratio")) + tuple(
+    f"pope_{split}_{metric}" for split in POPE_SPLITS for metric in POPE_SPLIT_METRICS
+)
+#: ``object-halbench``: object recall (the paper's Rec column), CHAIR_s, CHAIR_i, objects named per caption.
+OBJECT_HALBENCH_METRICS: tuple[str, ...] = ("recall", "chair_s", "chair_i", "objects_per_caption")
+#: ``mmhal-bench``: mean judge rating (0-6) and share of ratings below 3.
+MMHAL_METRICS: tuple[str, ...] = ("mmhal_score", "mmhal_hallucination_rate")
+#: ``mmhal-bench-v``: the same with a judge that sees the image.
+MMHAL_V_METRICS: tuple[str, ...] = ("mmhal_v_score", "mmhal_v_hallucination_rate")
+#: ``llava-bench-wild``: relative score (model / reference x 100) and the two mean judge scores (1-10).
+LLAVA_W_METRICS: tuple[str, ...] = ("llava_w", "llava_w_model_score", "llava_w_reference_score")
+#: ``mm-vet``: mean judge correctness (0-1) x 100.
+MMVET_METRICS: tuple[str, ...] = ("mmvet",)
+#: ``vqa``: the benchmark's accuracy (VQA accuracy for TextVQA, exact match for GQA) and exact match.
+VQA_METRICS: tuple[str, ...] = ("vqa_accuracy", "vqa_exact_match")
+
+SHORT_ANSWER = "{question}\nAnswer the question using a single word or phrase."
+
+
+# ------------------------------------------------------------------------- judge reference
+class JudgeRef(ComponentConfig):
+    """A judge component: a registered judge name and its configuration.
+
+    Validated against the installed plugins (``mmalign_core.manager.get_plugins``):
+    an unknown name or a config its judge rejects is a spec error. After
+    validation ``config`` holds the judge's full config, defaults written out.
+    """
+
+    name: str = Field(description="Registered judge name (see `mmalign plugins`), or 'plugin:name' to pick one provider.")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="Settings checked against the judge's own config class (defaults filled in).",
+    )
+
+    @field_validator("config")
+    @classmethod
+    def _check_config(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("name")
+        if not name:
+            return value  # the name's own error is reported
+        entry = resolve_judge(name)
+        try:
+            validated = entry.config.model_validate(value)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '<config>'}: {e['msg']}" for e in exc.errors(include_url=False)
+            )
+            raise ValueError(f"invalid config for judge {name!r}: {problems}") from None
+        return validated.model_dump(mode="json")
+
+
+def resolve_judge(name: str) -> Any:
+    """The judge entry registered as ``name`` (``ValueError`` naming the installed judges otherwise)."""
+    from mmalign_core.errors import MmalignError
+    from mmalign_core.manager import get_plugins
+
+    try:
+        return get_plugins().resolve("judge", name)
+    except (MmalignError, LookupError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- common base
+class BenchmarkConfig(ComponentConfig):
+    """Where the data is, which samples to evaluate, and how to decode (recorded in ``details``)."""
+
+    data_dir: Optional[str] = Field(
+        None,
+        description="Folder holding the benchmark files in their published layout; default: the benchmark's folder "
+        "under $MMALIGN_DATA, else under data/ in the mmalign cache (see docs/evaluation.md).",
+    )
+    limit: Optional[int] = Field(None, ge=1, description="Evaluate only the first N samples (in file order) after 'ids'.")
+    ids: Optional[list[str]] = Field(
+        None, description="Evaluate only these sample ids, in the data's order (the ids recorded in results.json)."
+    )
+    ids_file: Optional[str] = Field(None, description="A text file with one sample id per line; combined with 'ids'.")
+    batch_size: int = Field(8, ge=1, description="Requests per generate() call.")
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding (the published numbers use greedy).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (only with do_sample).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (only with do_sample).")
+
+
+def _check_template(value: str, *fields: str) -> str:
+    for name in fields:
+        if "{" + name + "}" not in value:
+            raise ValueError(f"the template must contain '{{{name}}}'")
+    try:
+        value.format(**{n: "" for n in fields})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"the template has a placeholder other than {', '.join('{' + f + '}' for f in fields)} ({exc}); "
+                         "write literal braces as '{{' and '}}'") from None
+    return value
+
+
+class JudgedConfig(BenchmarkConfig):
+    """A benchmark scored by a judge component."""
+
+    judge: Optional[JudgeRef] = Field(
+        None,
+        description="The judge, as {\"name\": ..., \"config\": {...}} (e.g. a VLM or API judge; 'scripted-judge' for tests). "
+        "Required: the spec is invalid without it.",
+    )
+    judge_batch_size: int = Field(8, ge=1, description="Judging prompts per judge.complete() call.")
+    judge_cache: bool = Field(
+        True,
+        description="Cache every judge reply on disk (judge-cache/ in the mmalign cache), keyed by judge identity, prompt and images; "
+        "a rerun reuses them.",
+    )
+    rubric: Optional[str] = Field(None, description="Replace the built-in judging prompt template (same placeholders).")
+
+
+# --------------------------------------------------------------------------- benchmarks
+class PopeConfig(BenchmarkConfig):
+    """POPE: yes/no object-existence questions on COCO val2014, three negative-sampling splits."""
+
+    image_dir: Optional[str] = Field(
+        None, description="COCO val2014 images for the original JSON layout; default data_dir/val2014, then data_dir/images."
+    )
+    prompt: str = Field(SHORT_ANSWER, description="Prompt template; '{question}' is the POPE question (lmms-eval's default).")
+    parser: Literal["llava", "yes-no"] = Field(
+        "llava",
+        description="Answer parser. 'llava': LLaVA's POPE rule -- keep the first sentence; 'no' or 'not' among its words "
+        "means no, anything else yes. 'yes-no': the first yes/no word decides; an answer with neither counts as no.",
+    )
+    max_new_tokens: int = Field(128, ge=1, description="Generation budget per answer (lmms-eval's default).")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        return _check_template(value, "question")
+
+
+class ObjectHalBenchConfig(JudgedConfig):
+    """Object HalBench: detailed descriptions of COCO val2014 images scored by object recall and CHAIR."""
+
+    questions_file: Optional[str] = Field(
+        None, description="The sample list: JSONL with image_id, question and optionally a base64 image; "
+        "default data_dir/obj_halbench_300_with_image.jsonl (RLHF-V's release)."
+    )
+    annotations_dir: Optional[str] = Field(
+        None, description="Folder with COCO instances_val2014.json and captions_val2014.json; default data_dir/annotations."
+    )
+    image_dir: Optional[str] = Field(
+        None, description="COCO val2014 images, used for lines without an embedded image; default data_dir/val2014."
+    )
+    prompt: Optional[str] = Field(
+        None, description="Prompt for every image; default: each line's own question. '{question}' inserts it."
+    )
+    extraction: Literal["rules", "judge"] = Field(
+        "rules",
+        description="How mentioned objects are found: 'rules' (COCO synonym table, Rohrbach et al. 2018) or 'judge' "
+        "(the judge lists the objects, which are then mapped through the same table).",
+    )
+    caption_objects: bool = Field(
+        True, description="Ground truth = instance annotations plus objects named in the COCO reference captions (RLHF-V)."
+    )
+    chair_i_counts: Literal["mentions", "unique"] = Field(
+        "mentions", description="CHAIR_i over every mention (Rohrbach et al.) or over unique objects per caption."
+    )
+    judge: Optional[JudgeRef] = Field(
+        None, description="The judge that lists the objects; required with extraction='judge', unused otherwise."
+    )
+    max_new_tokens: int = Field(1024, ge=1, description="Generation budget per description.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and "{" in value:
+            return _check_template(value, "question")
+        return value
+
+    @field_validator("rubric")
+    @classmethod
+    def _rubric(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else _check_template(value, "caption")
+
+
+MMHAL_RUBRIC_FIELDS = ("image_content", "question", "reference", "answer")
+
+
+class MMHalConfig(JudgedConfig):
+    """MMHal-Bench: 96 questions on OpenImages, answers rated 0-6 by a text-only judge."""
+
+    prompt: str = Field("{question}", description="Prompt template; '{question}' is the MMHal question.")
+    max_new_tokens: int = Field(1024, ge=1, description="Generation budget per answer.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        return _check_template(value, "question")
+
+    @field_validator("rubric")
+    @classmethod
+    def _rubric(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else _check_template(value, *MMHAL_RUBRIC_FIELDS)
+
+
+class MMHalVConfig(MMHalConfig):
+    """MMHal-Bench-V: the MMHal data and rubric, with a judge that also sees the image."""
+
+
+LLAVA_W_RUBRIC_FIELDS = ("context", "question", "reference", "answer")
+
+
+class LlavaWildConfig(JudgedConfig):
+    """LLaVA-Bench-in-the-Wild: 60 questions, judge scores of the answer relative to the reference answer."""
+
+    prompt: str = Field("{question}", description="Prompt template; '{question}' is the benchmark question.")
+    max_new_tokens: int = Field(1024, ge=1, description="Generation budget per answer.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        return _check_template(value, "question")
+
+    @field_validator("rubric")
+    @classmethod
+    def _rubric(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else _check_template(value, *LLAVA_W_RUBRIC_FIELDS)
+
+
+MMVET_RUBRIC_FIELDS = ("question", "reference", "answer")
+
+
+class MMVetConfig(JudgedConfig):
+    """MM-Vet: 218 open questions graded 0-1 by a judge against the reference answer."""
+
+    prompt: str = Field("{question}", description="Prompt template; '{question}' is the MM-Vet question.")
+    max_new_tokens: int = Field(1024, ge=1, description="Generation budget per answer.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        return _check_template(value, "question")
+
+    @field_validator("rubric")
+    @classmethod
+    def _rubric(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else _check_template(value, *MMVET_RUBRIC_FIELDS)
+
+
+class VQAConfig(BenchmarkConfig):
+    """Short-answer VQA: TextVQA (VQA accuracy over ten annotators) and GQA (exact match)."""
+
+    benchmark: Literal["textvqa", "gqa", "jsonl"] = Field(
+        "textvqa",
+        description="Data layout and default scoring: 'textvqa' (TextVQA val, VQA accuracy), 'gqa' (testdev-balanced, "
+        "exact match) or 'jsonl' (questions.jsonl with question_id, image, question, answers).",
+    )
+    split: Optional[str] = Field(
+        None, description="Which split's files to read when several are present; default 'validation'/'val' for TextVQA, "
+        "'testdev' for GQA."
+    )
+    image_dir: Optional[str] = Field(
+        None, description="Images for the JSON layouts; default data_dir/train_images (TextVQA), data_dir/images (GQA, jsonl)."
+    )
+    prompt: str = Field(SHORT_ANSWER, description="Prompt template; '{question}' is the question (lmms-eval's default).")
+    scoring: Literal["auto", "vqa", "exact_match"] = Field(
+        "auto", description="What vqa_accuracy is: 'vqa' (min(#annotators agreeing / 3, 1), averaged over the 10 leave-one-out "
+        "subsets), 'exact_match', or 'auto' (vqa for TextVQA and jsonl, exact_match for GQA)."
+    )
+    normalize: Literal["auto", "vqa", "lower-punct", "none"] = Field(
+        "auto",
+        description="Answer normalisation for exact match: 'vqa' (the standard VQA punctuation/number/article rules), "
+        "'lower-punct' (lower case, punctuation removed), 'none', or 'auto' (lower-punct for GQA, vqa otherwise). "
+        "VQA accuracy always uses the VQA rules.",
+    )
+    max_new_tokens: int = Field(16, ge=1, description="Generation budget per answer (lmms-eval's GQA default).")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        return _check_template(value, "question")
+
+
+# ---------------------------------------------------------------------------- judges
+class ScriptedJudgeConfig(ComponentConfig):
+    """A deterministic judge for tests and debugging: replies from a mapping, never calls a model."""
+
+    replies: dict[str, str] = Field(
+        default_factory=dict,
+        description="Pattern -> reply. The first pattern (in order) found in the judging prompt gives the reply.",
+    )
+    match: Literal["substring", "regex"] = Field(
+        "substring", description="How patterns are matched against the prompt: plain substring or regular expression (re.search)."
+    )
+    default: str = Field("", description="Reply when no pattern matches (with no replies at all: the fixed reply).")
+    label: str = Field("scripted", min_length=1, description="Name recorded as the judge's identity (describe()).")
+
+    @field_validator("replies")
+    @classmethod
+    def _patterns(cls, value: dict[str, str]) -> dict[str, str]:
+        if any(not k for k in value):
+            raise ValueError("patterns must be non-empty")
+        return value
+
+    @model_validator(mode="after")
+    def _regexes(self) -> "ScriptedJudgeConfig":
+        if self.match == "regex":
+            for pattern in self.replies:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
+        return self
+
+
+__all__ = [
+    "POPE_METRICS",
+    "POPE_SPLITS",
+    "OBJECT_HALBENCH_METRICS",
+    "MMHAL_METRICS",
+    "MMHAL_V_METRICS",
+    "LLAVA_W_METRICS",
+    "MMVET_METRICS",
+    "VQA_METRICS",
+    "JudgeRef",
+    "BenchmarkConfig",
+    "JudgedConfig",
+    "PopeConfig",
+    "ObjectHalBenchConfig",
+    "MMHalConfig",
+    "MMHalVConfig",
+    "LlavaWildConfig",
+    "MMVetConfig",
+    "VQAConfig",
+    "ScriptedJudgeConfig",
+]
