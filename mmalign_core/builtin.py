@@ -105,6 +105,10 @@ def _check_training(prefix: str, stage: Any, resolved: Mapping[str, ComponentEnt
     if data is not None and "online" in data.capabilities and train.steps is None:
         message = f"source {data.name!r} is online (no fixed size); set train.steps rather than relying on epochs"
         problems.append(Problem(f"{prefix}.train", message, severity="warning"))
+    if data is not None and "online" in data.capabilities and train.cache_reference:
+        message = (f"source {data.name!r} is online: its pairs change every step, so reference log-probs cannot be "
+                   "cached; set cache_reference to false")
+        problems.append(Problem(f"{prefix}.train.cache_reference", message))
     return problems
 
 

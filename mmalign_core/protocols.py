@@ -148,6 +148,19 @@ class PreferenceSource(Protocol):
 
 
 @runtime_checkable
+class OnlineSource(PreferenceSource, Protocol):
+    """A source whose pairs depend on the current policy (capability ``"online"``).
+
+    ``pairs(ctx)`` gives the pool the runner batches (prompts, possibly with offline pairs); each step
+    the runner hands this process's batch to ``prepare_batch`` with the current model, under no_grad,
+    and trains on what it returns: a list of pairs, or ``(pairs, stats)`` where ``stats`` are numbers
+    logged as ``online/<name>``.
+    """
+
+    def prepare_batch(self, pairs: Sequence[PreferencePair], model: AlignableModel, ctx: Context, step: int) -> Any: ...
+
+
+@runtime_checkable
 class Loss(Protocol):
     def __call__(self, inputs: LossInputs) -> LossOutput: ...
 

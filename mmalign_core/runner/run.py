@@ -329,7 +329,12 @@ class Run:
         torch.manual_seed(seed)
         outcome = run_training(
             model=model,
-            data=StageData(examples=examples, kind=kind),
+            data=StageData(
+                examples=examples,
+                kind=kind,
+                online=source if "online" in src_entry.capabilities else None,
+                online_ctx=ctx,
+            ),
             loss_fn=loss,
             loss_requires=loss_entry.requires,
             settings=stage.train,

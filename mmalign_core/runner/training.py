@@ -69,10 +69,18 @@ class Dist:
 
 @dataclass
 class StageData:
-    """The materialised examples of a stage (images stay lazy)."""
+    """The examples of a stage (images stay lazy).
 
-    examples: list[Any]
+    ``online``, when set, is a source with ``prepare_batch(pairs, model, ctx, step)``: each step's
+    examples (this process's shard) are handed to it with the current policy, and it returns the pairs
+    to train on (e.g. with rejected answers regenerated, or pairs sampled and judged). It may return
+    fewer pairs (dropped ties); a step left with none makes no update.
+    """
+
+    examples: Sequence[Any]
     kind: str  # "pairs" or "sft"
+    online: Any = None
+    online_ctx: Any = None
 
 
 @dataclass
@@ -197,6 +205,20 @@ def _text_length(example: Any) -> int:
     return len(example.prompt) + max(len(example.chosen), len(example.rejected)) + 1000 * len(example.images)
 
 
+def _prepare_online(data: StageData, batch: list[Any], model: Any, step: int) -> tuple[list[Any], dict[str, float]]:
+    """Let an online source rebuild this step's pairs with the current policy (no gradients, eval mode)."""
+    module = model.module
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = data.online.prepare_batch(batch, model, data.online_ctx, step)
+    finally:
+        module.train(was_training)
+    pairs, stats = (out if isinstance(out, tuple) else (out, {}))
+    return list(pairs), {f"online/{k}": float(v) for k, v in stats.items()}
+
+
 def _null() -> Any:
     import contextlib
 
@@ -256,6 +278,8 @@ def run_training(
     with_rejected = data.kind == "pairs" and "rejected" in loss_requires
     model.module.train()
     use_cache = settings.cache_reference and "reference" in loss_requires and data.kind == "pairs"
+    if use_cache and data.online is not None:
+        raise ValueError(f"stage {stage_name!r}: cache_reference cannot be used with an online source (its pairs change every step)")
     # The reference is the model as it is now, before adapters are added.
     ref_key = cache_key(model.fingerprint(), data_fingerprint, data.examples, with_rejected) if use_cache else None
     if settings.lora is not None:
@@ -319,13 +343,25 @@ def run_training(
         idx = global_idx[dist.rank * local : (dist.rank + 1) * local]
         batch = [data.examples[i] for i in idx]
         step_metrics: dict[str, float] = {}
+        online_stats: dict[str, float] = {}
+        if data.online is not None:
+            batch, online_stats = _prepare_online(data, batch, model, step)
+            idx = list(range(len(batch)))  # positions no longer index the static data
+        if not batch:  # every pair of the step was dropped: no update, but the step counts
+            log(f"[{stage_name}] step {step + 1}: the online source returned no pairs; no update")
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            continue
+        # The number of examples the step averages over. Online sources may drop pairs, so each process
+        # then weighs its own pairs equally (exact when every process keeps the same number).
+        global_n = len(global_idx) if data.online is None else len(batch) * dist.world
         starts = list(range(0, len(batch), micro_size))
         for m0 in starts:
             micro = batch[m0 : m0 + micro_size]
             # Each process backpropagates its share of the global mean; DDP averages over
             # processes, hence the factor world.
             weight = len(micro) / len(batch)
-            scale = len(micro) * dist.world / len(global_idx)
+            scale = len(micro) * dist.world / global_n
             sync = dist.no_sync(model.forward_module) if m0 != starts[-1] else _null()
             with sync:
                 policy = _forward(model, micro, data.kind, with_rejected)
@@ -348,6 +384,7 @@ def run_training(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         seen += len(global_idx)
+        step_metrics.update(online_stats)
         step_metrics = dist.mean(step_metrics)
         step_metrics["lr"] = optimizer.param_groups[0]["lr"]
         if grad_norm is not None:

@@ -1,0 +1,56 @@
+"""The runner hands each step's batch to an online source together with the current policy."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from mmalign_core.protocols import Context
+from mmalign_core.runner.training import StageData, run_training
+from mmalign_core.spec_models import TrainSettings
+from mmalign_core.types import ImageRef, PreferencePair
+from mmalign_losses.config import DPOConfig
+from mmalign_losses.dpo import DPOLoss
+
+
+class SelfRanking:
+    """A toy online source: the current policy orders two fixed answers (the one it prefers less is rejected)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, bool, bool]] = []
+
+    def prepare_batch(self, pairs, model, ctx, step):
+        from mmalign_core.types import GenerationRequest
+
+        self.calls.append((step, len(pairs), model.module.training, torch.is_grad_enabled()))
+        reqs = [GenerationRequest(p.prompt, p.images) for p in pairs]
+        a = model.continuation_logprobs(reqs, [p.chosen for p in pairs])
+        b = model.continuation_logprobs(reqs, [p.rejected for p in pairs])
+        out = []
+        for p, x, y in zip(pairs, a, b):
+            if step == 1 and p.id.endswith("0"):
+                continue  # dropped, e.g. a tie
+            hi, lo = (p.chosen, p.rejected) if x >= y else (p.rejected, p.chosen)
+            out.append(PreferencePair(id=p.id, prompt=p.prompt, chosen=lo, rejected=hi, images=p.images))
+        return out, {"generated": len(pairs), "kept": len(out)}
+
+
+def test_online_source_sees_current_policy_and_can_drop_pairs(tiny_model, tmp_path: Path) -> None:
+    img = ImageRef(Image.new("RGB", (48, 48), (10, 200, 30)), key="g")
+    pairs = [PreferencePair(id=f"p{i}", prompt="Describe the image.", chosen="a green circle.", rejected="a red square.", images=[img])
+             for i in range(8)]
+    src = SelfRanking()
+    metrics = tmp_path / "m.jsonl"
+    run_training(model=tiny_model, data=StageData(pairs, "pairs", online=src, online_ctx=Context()),
+                 loss_fn=DPOLoss(DPOConfig()), loss_requires=frozenset({"reference", "rejected"}),
+                 settings=TrainSettings(steps=3, batch_size=4, lr=1e-3, log_every=1, warmup_ratio=0.0),
+                 stage_name="online", stage_dir=tmp_path, metrics_path=metrics, seed=0,
+                 progress=lambda it, **k: it, log=lambda s: None, on_metrics=lambda *a: None)
+    assert [c[0] for c in src.calls] == [0, 1, 2]
+    assert all(n == 4 and not training and not grad for _, n, training, grad in src.calls)
+    import json
+
+    rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert [r["online/kept"] for r in rows] == [4, 3, 4]
+    assert all(r["online/generated"] == 4 for r in rows)
