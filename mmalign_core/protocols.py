@@ -30,6 +30,8 @@ class Context:
         cache_dir: a directory shared across runs for reusable artefacts.
         progress: wraps a long iterable in a progress bar: ``progress(it, desc=..., total=...)``.
         log: prints a line to the run's console and log file.
+        extras: run-provided objects; ``extras["model"]`` is the stage-start model for sources whose
+            entry ``requires`` ``"generate"``.
     """
 
     seed: int = 0

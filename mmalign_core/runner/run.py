@@ -297,6 +297,10 @@ class Run:
         loss_entry, loss = self.build(f"stages[{i}].loss")
         kind = "sft" if isinstance(stage, SFTStage) else "pairs"
         ctx = self.context(sdir / "data", seed)
+        if "generate" in src_entry.requires:
+            # Sources that generate (offline BDHS, online sampling) get the model as it is at the start
+            # of the stage, i.e. the reference policy of this stage.
+            ctx.extras["model"] = model
         t0 = time.perf_counter()
         examples = self._materialise(source, kind, f"stages[{i}].data", ctx)
         if stage.train.max_examples and stage.train.max_examples < len(examples):
