@@ -1,0 +1,63 @@
+"""Registration of the dataset loaders (imports only config classes and entry records)."""
+from __future__ import annotations
+
+from mmalign_core import SourceEntry, hookimpl
+
+from .config import HadpoConfig, LlavaRlhfConfig, LocalConfig, PovidConfig, RlaifVConfig, RlhfVConfig, VLFeedbackConfig
+
+_CAPS = {"pairs", "static"}
+
+
+@hookimpl
+def mmalign_preference_sources() -> list[SourceEntry]:
+    return [
+        SourceEntry(
+            name="povid",
+            summary="POVID (17k): SFT answer vs GPT-4V hallucinated rewrite; JSON list over COCO train2014 paths.",
+            config=PovidConfig,
+            factory="mmalign_datasets.loaders:make_povid",
+            capabilities=_CAPS,
+        ),
+        SourceEntry(
+            name="rlhf-v",
+            summary="RLHF-V (5.7k): human-corrected vs original answer; parquet with image bytes and a JSON text column.",
+            config=RlhfVConfig,
+            factory="mmalign_datasets.loaders:make_rlhf_v",
+            capabilities=_CAPS,
+        ),
+        SourceEntry(
+            name="rlaif-v",
+            summary="RLAIF-V (83k): AI-labelled chosen vs rejected; parquet shards with image bytes.",
+            config=RlaifVConfig,
+            factory="mmalign_datasets.loaders:make_rlaif_v",
+            capabilities=_CAPS,
+        ),
+        SourceEntry(
+            name="vlfeedback",
+            summary="VLFeedback (80k prompts): GPT-4V-rated completions paired best-vs-worst, all ordered pairs, or by one aspect.",
+            config=VLFeedbackConfig,
+            factory="mmalign_datasets.loaders:make_vlfeedback",
+            capabilities=_CAPS,
+        ),
+        SourceEntry(
+            name="llava-rlhf",
+            summary="LLaVA-RLHF human preferences (10k): output_1 vs output_2 by the annotator's preference; COCO images.",
+            config=LlavaRlhfConfig,
+            factory="mmalign_datasets.loaders:make_llava_rlhf",
+            capabilities=_CAPS,
+        ),
+        SourceEntry(
+            name="hadpo",
+            summary="HA-DPO description data: hallucination-free vs hallucinated descriptions over Visual Genome.",
+            config=HadpoConfig,
+            factory="mmalign_datasets.loaders:make_hadpo",
+            capabilities=_CAPS,
+        ),
+        SourceEntry(
+            name="local",
+            summary="Local pairs in the canonical format or TRL's vision preference format (JSONL, JSON, parquet, Arrow).",
+            config=LocalConfig,
+            factory="mmalign_datasets.loaders:make_local",
+            capabilities=_CAPS,
+        ),
+    ]
