@@ -228,6 +228,8 @@ class HFVisionLanguageModel:
         if any(p.rejected_images is not None for p in pairs):
             enc = self._encode_unshared(pairs, blocks)
             sums, counts = self._sequence_logps(enc)
+        elif self._can_share_prefix(len(blocks)):
+            sums, counts = self._packed_logps(pairs, blocks)
         else:
             prompt_ids, image_inputs = self._prompt_batch([p.prompt for p in pairs], [p.images for p in pairs])
             k = len(blocks)
@@ -263,6 +265,84 @@ class HFVisionLanguageModel:
                 answers.append(ans)
                 ids.append(f"{p.id}{suffix}")
         return self._encode(prompts, images, answers, ids)
+
+    #: Model types whose decoder accepts a 4-D attention mask with explicit 1-D position ids (verified by
+    #: tests), so chosen and rejected answers can share one copy of the prompt. Off: ``prefix_sharing = False``.
+    PREFIX_SHARING_MODEL_TYPES: frozenset[str] = frozenset({"llava"})
+    prefix_sharing: bool = True
+
+    def _can_share_prefix(self, n_blocks: int) -> bool:
+        if not self.prefix_sharing or n_blocks < 2:
+            return False
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        cfg = base.config
+        impl = getattr(getattr(cfg, "text_config", cfg), "_attn_implementation", None) or getattr(cfg, "_attn_implementation", None)
+        return getattr(cfg, "model_type", None) in self.PREFIX_SHARING_MODEL_TYPES and impl in (None, "sdpa", "eager")
+
+    def _packed_logps(self, pairs: Sequence[PreferencePair], blocks: list[tuple[str, list[str]]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """All answers of a pair in one row after a single copy of its prompt.
+
+        Row layout ``[prompt][answer 1][answer 2]...``: prompt tokens attend causally among themselves;
+        each answer attends to the whole prompt and causally to itself, never to another answer; every
+        answer's positions start where the prompt ends. The first token of each answer is predicted by
+        the prompt's last position, later ones by the answer's own previous token. This equals scoring
+        every (prompt, answer) sequence separately, with the prompt (image tokens included) computed
+        once instead of once per answer.
+
+        Returns sums and counts ordered block by block (all chosen, then all rejected, ...), as the
+        unpacked path does.
+        """
+        prompt_ids, image_inputs = self._prompt_batch([p.prompt for p in pairs], [p.images for p in pairs])
+        b, k = len(pairs), len(blocks)
+        rows: list[list[int]] = []
+        positions: list[list[int]] = []
+        spans: list[list[tuple[int, int]]] = []  # per row: (start, length) of each answer
+        for i, p in enumerate(pairs):
+            n_prompt = len(prompt_ids[i])
+            seq, pos, sp = list(prompt_ids[i]), list(range(n_prompt)), []
+            for suffix, answers in blocks:
+                a_ids = self._answer_ids(answers[i])
+                self._check_length(n_prompt + len(a_ids), f"sample {p.id}{suffix}")
+                sp.append((len(seq), len(a_ids)))
+                seq += a_ids
+                pos += range(n_prompt, n_prompt + len(a_ids))
+            rows.append(seq); positions.append(pos); spans.append(sp)
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((b, width), self.pad_token_id, dtype=torch.long)
+        position_ids = torch.zeros((b, width), dtype=torch.long)
+        mask = torch.zeros((b, width, width), dtype=torch.bool)
+        for i, (r, pos, sp) in enumerate(zip(rows, positions, spans)):
+            n_prompt = len(prompt_ids[i])
+            input_ids[i, : len(r)] = torch.tensor(r)
+            position_ids[i, : len(r)] = torch.tensor(pos)
+            mask[i, :n_prompt, :n_prompt] = torch.tril(torch.ones(n_prompt, n_prompt, dtype=torch.bool))
+            for start, n in sp:
+                mask[i, start : start + n, :n_prompt] = True
+                mask[i, start : start + n, start : start + n] = torch.tril(torch.ones(n, n, dtype=torch.bool))
+            pad = torch.arange(len(r), width)
+            mask[i, pad, pad] = True  # padding attends to itself only (keeps softmax finite)
+        inputs = self._to_device({"input_ids": input_ids, "position_ids": position_ids, **image_inputs})
+        inputs["attention_mask"] = mask[:, None].to(self.device)
+        with self._shared_vision(1):
+            logits = self.forward_module(**inputs, use_cache=False).logits.float()
+        logp = F.log_softmax(logits, dim=-1)
+        sums, counts = [], []
+        rows_idx = torch.arange(b, device=self.device)[:, None]
+        for j in range(k):
+            longest = max(sp[j][1] for sp in spans)
+            src = torch.zeros((b, longest), dtype=torch.long)
+            tgt = torch.zeros((b, longest), dtype=torch.long)
+            valid = torch.zeros((b, longest), dtype=torch.bool)
+            for i, sp in enumerate(spans):
+                start, n = sp[j]
+                n_prompt = len(prompt_ids[i])
+                src[i, :n] = torch.tensor([n_prompt - 1] + list(range(start, start + n - 1)))
+                tgt[i, :n] = input_ids[i, start : start + n]
+                valid[i, :n] = True
+            src, tgt, valid = src.to(self.device), tgt.to(self.device), valid.to(self.device)
+            tok = logp[rows_idx, src, tgt] * valid
+            sums.append(tok.sum(-1)); counts.append(valid.sum(-1))
+        return torch.cat(sums), torch.cat(counts)
 
     #: Model types whose vision tower takes images stacked along dim 0 (verified by tests), so a
     #: tiled batch can be encoded from its first copy. Family adapters may extend this.

@@ -151,34 +151,46 @@ def _grads(model, pairs) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.model.named_parameters() if p.grad is not None}
 
 
-def test_images_are_encoded_once_per_pair_with_identical_results(tiny_model) -> None:
-    pairs = _pairs()  # two pairs with an image, one text-only
-    for p in pairs:
-        p.extra_rejected = [p.rejected + " It is blurry."]
-    tiny_model.freeze_vision(False)  # gradients must reach a trainable tower too
+def _mode(model, pairs, prefix_sharing: bool, shared_vision: bool):
+    """Log-probs, gradients and the image counts the vision tower saw, in one engine mode."""
+    model.prefix_sharing = prefix_sharing
+    model.SHARED_VISION_MODEL_TYPES = frozenset({"llava"}) if shared_vision else frozenset()
     seen: list[int] = []
-    tower = tiny_model.model.model.vision_tower
-    hook = tower.embeddings.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
-    shared = _grads(tiny_model, pairs)
-    with torch.no_grad():
-        shared_out = tiny_model.pair_logps(pairs)
-    hook.remove()
-    assert seen and all(n == 2 for n in seen), f"tower saw {seen} images per call; expected the 2 images once"
+    hook = model.model.model.vision_tower.embeddings.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    try:
+        grads = _grads(model, pairs)
+        with torch.no_grad():
+            out = model.pair_logps(pairs)
+    finally:
+        hook.remove()
+    return out, grads, seen
 
-    tiny_model.SHARED_VISION_MODEL_TYPES = frozenset()  # instance override: encode every copy
-    seen.clear()
-    hook = tower.embeddings.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
-    plain = _grads(tiny_model, pairs)
-    with torch.no_grad():
-        plain_out = tiny_model.pair_logps(pairs)
-    hook.remove()
-    assert all(n == 6 for n in seen)  # 2 images x (chosen, rejected, extra)
-    for a, b in ((shared_out.chosen, plain_out.chosen), (shared_out.rejected, plain_out.rejected),
-                 (shared_out.extra_rejected[0], plain_out.extra_rejected[0])):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
-    assert shared.keys() == plain.keys() and any("vision_tower" in k for k in shared)
-    for k in shared:
-        torch.testing.assert_close(shared[k], plain[k], atol=1e-5, rtol=1e-4)
+
+@pytest.mark.parametrize("extra", [False, True])
+def test_prefix_sharing_and_single_image_encoding_equal_the_plain_computation(tiny_model, extra: bool) -> None:
+    pairs = _pairs()  # two pairs with an image, one text-only
+    if extra:
+        for p in pairs:
+            p.extra_rejected = [p.rejected + " It is blurry."]
+    tiny_model.freeze_vision(False)  # gradients must reach a trainable tower too
+    packed = _mode(tiny_model, pairs, prefix_sharing=True, shared_vision=True)
+    tiled = _mode(tiny_model, pairs, prefix_sharing=False, shared_vision=True)
+    plain = _mode(tiny_model, pairs, prefix_sharing=False, shared_vision=False)
+    n_answers = 3 if extra else 2
+    # Two calls each (the gradient pass and the no-grad pass); images per call:
+    assert packed[2] == [2, 2] and tiled[2] == [2, 2], "the 2 images must be encoded once per call"
+    assert plain[2] == [2 * n_answers] * 2
+    for out, grads, _ in (packed, tiled):
+        ref_out, ref_grads, _ = plain
+        torch.testing.assert_close(out.chosen, ref_out.chosen, atol=1e-5, rtol=1e-6)
+        torch.testing.assert_close(out.rejected, ref_out.rejected, atol=1e-5, rtol=1e-6)
+        assert len(out.extra_rejected) == len(ref_out.extra_rejected)
+        for a, b in zip(out.extra_rejected, ref_out.extra_rejected):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-6)
+        torch.testing.assert_close(out.chosen_tokens, ref_out.chosen_tokens)
+        assert grads.keys() == ref_grads.keys() and any("vision_tower" in k for k in grads)
+        for key in grads:
+            torch.testing.assert_close(grads[key], ref_grads[key], atol=1e-5, rtol=1e-4)
 
 
 def test_rejected_images_use_their_own_images(tiny_model) -> None:
