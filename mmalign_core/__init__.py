@@ -7,7 +7,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .config import ComponentConfig
-from .entries import EvaluatorEntry, JudgeEntry, LossEntry, ModelEntry, SourceEntry
+from .entries import EmbedderEntry, EvaluatorEntry, JudgeEntry, LossEntry, ModelEntry, SourceEntry
 from .hookspecs import hookimpl
 from .types import EvalResult, GenerationRequest, ImageRef, PreferencePair, SFTExample
 
@@ -20,6 +20,7 @@ __all__ = [
     "LossEntry",
     "EvaluatorEntry",
     "JudgeEntry",
+    "EmbedderEntry",
     "PreferencePair",
     "SFTExample",
     "ImageRef",

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-KINDS: tuple[str, ...] = ("model", "preference_source", "loss", "evaluator", "judge")
+KINDS: tuple[str, ...] = ("model", "preference_source", "loss", "evaluator", "judge", "embedder")
 
 KIND_LABELS = {
     "model": "model",
@@ -20,6 +20,7 @@ KIND_LABELS = {
     "loss": "loss",
     "evaluator": "evaluator",
     "judge": "judge",
+    "embedder": "sentence embedder",
 }
 
 
@@ -118,8 +119,17 @@ class JudgeEntry(ComponentEntry):
     kind: ClassVar[str] = "judge"
 
 
+@dataclass(frozen=True)
+class EmbedderEntry(ComponentEntry):
+    """A sentence embedder: ``factory(config)`` returns an object with ``embed(texts) -> [N, D]`` rows of
+    unit length (cosine similarity is their dot product) and ``describe() -> dict`` (identity for
+    manifests and caches). Used by components that compare texts, e.g. BDHS's similarity check."""
+
+    kind: ClassVar[str] = "embedder"
+
+
 ENTRY_TYPES: dict[str, type[ComponentEntry]] = {
-    cls.kind: cls for cls in (ModelEntry, SourceEntry, LossEntry, EvaluatorEntry, JudgeEntry)
+    cls.kind: cls for cls in (ModelEntry, SourceEntry, LossEntry, EvaluatorEntry, JudgeEntry, EmbedderEntry)
 }
 
 

