@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections import OrderedDict
 import hashlib
 import json
 import math
@@ -96,6 +97,8 @@ class HFVisionLanguageModel:
         # What forward passes go through: the model itself, or the wrapper a distributed
         # backend put around it (DDP, FSDP). Generation and saving use the bare model.
         self.forward_module: Any = model
+        # Shared with the frozen reference (a shallow copy), so both reuse one processor call.
+        self._prompt_cache: OrderedDict = OrderedDict()
 
     # ------------------------------------------------------------------ basics
     def _base_config(self) -> Any:
@@ -126,8 +129,32 @@ class HFVisionLanguageModel:
             [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
         )
 
+    #: Processed prompt batches kept for reuse (the policy, the reference and online sampling of one
+    #: step process the same prompts); only batches whose images have stable keys are kept.
+    PROMPT_CACHE_SIZE = 4
+
     def _prompt_batch(self, prompts: Sequence[str], images: Sequence[Sequence[ImageRef]]) -> tuple[list[list[int]], dict[str, Any]]:
-        """Run the processor on the prompts; return unpadded prompt ids and the image tensors."""
+        """Run the processor on the prompts; return unpadded prompt ids and the image tensors.
+
+        Results are cached by (prompts, image keys) when every image key is stable (a path, a content
+        hash or an explicit key; never an object id, which Python may reuse for another image).
+        """
+        keys = [tuple(im.key for im in imgs) for imgs in images]
+        cacheable = all(not k.startswith("obj:") for ks in keys for k in ks)
+        cache_key = (self.processor.chat_template, tuple(prompts), tuple(keys)) if cacheable else None
+        cache = self.__dict__.setdefault("_prompt_cache", OrderedDict())
+        if cache_key is not None and cache_key in cache:
+            cache.move_to_end(cache_key)
+            prompt_ids, image_inputs = cache[cache_key]
+            return [list(r) for r in prompt_ids], dict(image_inputs)
+        prompt_ids, image_inputs = self._process_prompts(prompts, images)
+        if cache_key is not None:
+            cache[cache_key] = (prompt_ids, image_inputs)
+            while len(cache) > self.PROMPT_CACHE_SIZE:
+                cache.popitem(last=False)
+        return [list(r) for r in prompt_ids], dict(image_inputs)
+
+    def _process_prompts(self, prompts: Sequence[str], images: Sequence[Sequence[ImageRef]]) -> tuple[list[list[int]], dict[str, Any]]:
         texts = [self.format_prompt(p, len(imgs)) for p, imgs in zip(prompts, images)]
         flat = [im for imgs in images for im in imgs]
         kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}

@@ -211,3 +211,30 @@ def test_template_that_writes_bos_gets_a_single_bos(tiny_model) -> None:
     ids, _ = tiny_model._prompt_batch(["Describe the image."], [[]])
     assert ids[0][0] == bos_id and ids[0][1] != bos_id
     assert ids == plain_ids
+
+
+def test_policy_and_reference_share_one_processor_call(tiny_model) -> None:
+    calls = []
+    proc = tiny_model.processor
+    original = type(proc).__call__
+
+    class Counting(type(proc)):
+        def __call__(self, *a, **k):
+            calls.append(1)
+            return original(self, *a, **k)
+
+    proc.__class__ = Counting
+    pairs = _pairs()  # images with explicit keys, and a text-only pair
+    ref = tiny_model.frozen_reference()
+    with torch.no_grad():
+        a = tiny_model.pair_logps(pairs)
+        b = ref.pair_logps(pairs)
+    assert len(calls) == 1
+    torch.testing.assert_close(a.chosen, b.chosen)
+    # Images without a stable key (identified by object id only) are never served from the cache.
+    loose = [PreferencePair(id="x", prompt="Describe the image.", chosen="a.", rejected="b.",
+                            images=[ImageRef(Image.new("RGB", (48, 48), (1, 2, 3)))])]
+    with torch.no_grad():
+        tiny_model.pair_logps(loose)
+        tiny_model.pair_logps(loose)
+    assert len(calls) == 3
