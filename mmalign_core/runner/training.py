@@ -62,6 +62,16 @@ class Dist:
         dist.all_reduce(t)
         return {k: float(v) / self.world for k, v in zip(keys, t.tolist())}
 
+    def min(self, value: int) -> int:
+        """The smallest of ``value`` over all processes."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.long)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return int(t.item())
+
     def barrier(self) -> None:
         if self.world > 1 and self.acc is not None:
             self.acc.wait_for_everyone()
@@ -330,11 +340,33 @@ def run_training(
         log(f"[{stage_name}] resuming from {ckpt.name} (step {start}/{steps})")
     params = [p for g in optimizer.param_groups for p in g["params"]]
     window: dict[str, float] = {}
-    window_n = 0
+    window_n: dict[str, int] = {}
     t0 = time.perf_counter()
     seen = 0
     last: dict[str, float] = {}
     bar = progress(range(start, steps), desc=f"{stage_name}", total=steps - start)
+
+    def record(step_metrics: dict[str, float], done: int, epoch: float) -> None:
+        """Add a step's metrics to the logging window; write a row and checkpoint when due."""
+        nonlocal window, window_n, last
+        for k, v in step_metrics.items():
+            window[k] = window.get(k, 0.0) + v
+            window_n[k] = window_n.get(k, 0) + 1  # per key: skipped steps log no loss
+        if done % settings.log_every == 0 or done == steps:
+            row = {k: v / window_n[k] for k, v in window.items()}
+            row["epoch"] = round(epoch, 4)
+            row["examples_per_s"] = seen / max(1e-9, time.perf_counter() - t0)
+            if dist.is_main:
+                append_jsonl(metrics_path, {"stage": stage_name, "step": done, **row})
+                on_metrics(done, row)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}")
+            last = row
+            window, window_n = {}, {}
+        if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < steps:
+            if dist.is_main:
+                _save_checkpoint(model, optimizer, scheduler, done, stage_dir, settings.keep_checkpoints)
+            dist.barrier()
     for step in bar:
         global_idx, epoch = order.batch(step, settings.batch_size)
         # Contiguous shards: each process's micro-batches are exactly those a single process
@@ -347,10 +379,15 @@ def run_training(
         if data.online is not None:
             batch, online_stats = _prepare_online(data, batch, model, step)
             idx = list(range(len(batch)))  # positions no longer index the static data
-        if not batch:  # every pair of the step was dropped: no update, but the step counts
+        if dist.min(len(batch)) == 0:
+            # Some process has no pair left (an online source dropped them all). Every process skips the
+            # update together -- one skipping the backward alone would leave the others waiting in the
+            # gradient all-reduce -- and the step still counts and logs its online statistics.
             log(f"[{stage_name}] step {step + 1}: the online source returned no pairs; no update")
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            seen += len(global_idx)
+            record({**dist.mean(online_stats), "skipped_steps": 1.0, "lr": optimizer.param_groups[0]["lr"]}, step + 1, epoch)
             continue
         # The number of examples the step averages over. Online sources may drop pairs, so each process
         # then weighs its own pairs equally (exact when every process keeps the same number).
@@ -389,25 +426,7 @@ def run_training(
         step_metrics["lr"] = optimizer.param_groups[0]["lr"]
         if grad_norm is not None:
             step_metrics["grad_norm"] = grad_norm
-        for k, v in step_metrics.items():
-            window[k] = window.get(k, 0.0) + v
-        window_n += 1
-        done = step + 1
-        if done % settings.log_every == 0 or done == steps:
-            row = {k: v / window_n for k, v in window.items()}
-            row["epoch"] = round(epoch, 4)
-            row["examples_per_s"] = seen / max(1e-9, time.perf_counter() - t0)
-            if dist.is_main:
-                append_jsonl(metrics_path, {"stage": stage_name, "step": done, **row})
-                on_metrics(done, row)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}")
-            last = row
-            window, window_n = {}, 0
-        if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < steps:
-            if dist.is_main:
-                _save_checkpoint(model, optimizer, scheduler, done, stage_dir, settings.keep_checkpoints)
-            dist.barrier()
+        record(step_metrics, step + 1, epoch)
     model.module.eval()
     model.forward_module = model.module
     return TrainOutcome(steps=steps, examples_seen=seen, seconds=time.perf_counter() - t0, last_metrics=last)

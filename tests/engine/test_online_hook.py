@@ -54,3 +54,42 @@ def test_online_source_sees_current_policy_and_can_drop_pairs(tiny_model, tmp_pa
     rows = [json.loads(x) for x in metrics.read_text().splitlines()]
     assert [r["online/kept"] for r in rows] == [4, 3, 4]
     assert all(r["online/generated"] == 4 for r in rows)
+
+
+class DropsStepOne(SelfRanking):
+    def prepare_batch(self, pairs, model, ctx, step):
+        out, stats = super().prepare_batch(pairs, model, ctx, step)
+        if step == 1:
+            return [], {"generated": len(pairs), "kept": 0}
+        return out, stats
+
+
+def test_a_step_with_no_pairs_makes_no_update_but_is_logged(tiny_model, tmp_path: Path) -> None:
+    import json
+
+    img = ImageRef(Image.new("RGB", (48, 48), (10, 200, 30)), key="g")
+    pairs = [PreferencePair(id=f"q{i}", prompt="Describe the image.", chosen="a green circle.", rejected="a red square.", images=[img])
+             for i in range(8)]
+    seen_weights = []
+    src = DropsStepOne()
+    original = src.prepare_batch
+
+    def spy(batch, model, ctx, step):
+        trainable = [p for p in model.module.parameters() if p.requires_grad]
+        seen_weights.append(trainable[0].detach().clone())
+        return original(batch, model, ctx, step)
+
+    src.prepare_batch = spy
+    metrics = tmp_path / "m.jsonl"
+    run_training(model=tiny_model, data=StageData(pairs, "pairs", online=src, online_ctx=Context()),
+                 loss_fn=DPOLoss(DPOConfig()), loss_requires=frozenset({"reference", "rejected"}),
+                 settings=TrainSettings(steps=3, batch_size=4, lr=1e-2, log_every=1, warmup_ratio=0.0),
+                 stage_name="online", stage_dir=tmp_path, metrics_path=metrics, seed=0,
+                 progress=lambda it, **k: it, log=lambda s: None, on_metrics=lambda *a: None)
+    rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert rows[1]["online/kept"] == 0 and rows[1]["skipped_steps"] == 1 and "loss" not in rows[1]
+    assert "loss" in rows[0] and "loss" in rows[2]
+    # A trainable weight moved at step 0, not at the skipped step 1.
+    assert not torch.equal(seen_weights[0], seen_weights[1])
+    assert torch.equal(seen_weights[1], seen_weights[2])
