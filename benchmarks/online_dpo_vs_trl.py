@@ -31,8 +31,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 import zlib
@@ -213,12 +211,9 @@ def arm_main(args: argparse.Namespace) -> dict:
 
 
 def run_arm(arm: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--arm", arm] + [a for a in sys.argv[1:] if a != "--arm"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MMALIGN_PROGRESS": "0", "TQDM_DISABLE": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"arm {arm} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    from _arms import run_arm as run  # benchmarks/ is sys.path[0] when a script runs
+
+    return run(__file__, arm, args.threads)
 
 
 def main() -> None:

@@ -580,13 +580,20 @@ class HFVisionLanguageModel:
         del fresh
 
     def fingerprint(self) -> str:
+        """A cheap but weight-sensitive digest: per tensor its shape, sum and a strided sample of 64 values.
+
+        Sums are reduced where the weights live and only the samples are copied to the CPU, so a
+        large model on a GPU is not copied to host memory (the runner calls this at every run start).
+        """
         h = hashlib.sha256()
-        for name, p in sorted(self.model.state_dict().items()):
-            h.update(name.encode())
-            t = p.detach().float().cpu().flatten()
-            # A cheap but weight-sensitive digest: size, sum and a strided sample.
-            h.update(str((tuple(p.shape), round(float(t.sum()), 6))).encode())
-            h.update(t[:: max(1, t.numel() // 64)].numpy().tobytes())
+        with torch.no_grad():
+            for name, p in sorted(self.model.state_dict().items()):
+                h.update(name.encode())
+                flat = p.detach().reshape(-1)
+                total = float(flat.sum(dtype=torch.float64))
+                sample = flat[:: max(1, flat.numel() // 64)].to("cpu", torch.float32)
+                h.update(str((tuple(p.shape), round(total, 6))).encode())
+                h.update(sample.numpy().tobytes())
         h.update(json.dumps(self.processor.to_dict() if hasattr(self.processor, "to_dict") else {}, sort_keys=True, default=str).encode())
         return h.hexdigest()[:16]
 

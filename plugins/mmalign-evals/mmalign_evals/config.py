@@ -8,7 +8,7 @@ resolved against the installed plugins when the spec is validated.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -197,34 +197,13 @@ class ObjectHalBenchConfig(JudgedConfig):
 
 
 MMHAL_RUBRIC_FIELDS = ("image_content", "question", "reference", "answer")
-
-
-class MMHalConfig(JudgedConfig):
-    """MMHal-Bench: 96 questions on OpenImages, answers rated 0-6 by a text-only judge."""
-
-    prompt: str = Field("{question}", description="Prompt template; '{question}' is the MMHal question.")
-    max_new_tokens: int = Field(1024, ge=1, description="Generation budget per answer.")
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt(cls, value: str) -> str:
-        return _check_template(value, "question")
-
-    @field_validator("rubric")
-    @classmethod
-    def _rubric(cls, value: Optional[str]) -> Optional[str]:
-        return None if value is None else _check_template(value, *MMHAL_RUBRIC_FIELDS)
-
-
-class MMHalVConfig(MMHalConfig):
-    """MMHal-Bench-V: the MMHal data and rubric, with a judge that also sees the image."""
-
-
 LLAVA_W_RUBRIC_FIELDS = ("context", "question", "reference", "answer")
 
 
-class LlavaWildConfig(JudgedConfig):
-    """LLaVA-Bench-in-the-Wild: 60 questions, judge scores of the answer relative to the reference answer."""
+class _QuestionJudgedConfig(JudgedConfig):
+    """A judge-scored benchmark whose prompt holds the question; ``RUBRIC_FIELDS`` are the rubric's placeholders."""
+
+    RUBRIC_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     prompt: str = Field("{question}", description="Prompt template; '{question}' is the benchmark question.")
     max_new_tokens: int = Field(1024, ge=1, description="Generation budget per answer.")
@@ -237,7 +216,23 @@ class LlavaWildConfig(JudgedConfig):
     @field_validator("rubric")
     @classmethod
     def _rubric(cls, value: Optional[str]) -> Optional[str]:
-        return None if value is None else _check_template(value, *LLAVA_W_RUBRIC_FIELDS)
+        return None if value is None else _check_template(value, *cls.RUBRIC_FIELDS)
+
+
+class MMHalConfig(_QuestionJudgedConfig):
+    """MMHal-Bench: 96 questions on OpenImages, answers rated 0-6 by a text-only judge."""
+
+    RUBRIC_FIELDS: ClassVar[tuple[str, ...]] = MMHAL_RUBRIC_FIELDS
+
+
+class MMHalVConfig(MMHalConfig):
+    """MMHal-Bench-V: the MMHal data and rubric, with a judge that also sees the image."""
+
+
+class LlavaWildConfig(_QuestionJudgedConfig):
+    """LLaVA-Bench-in-the-Wild: 60 questions, judge scores of the answer relative to the reference answer."""
+
+    RUBRIC_FIELDS: ClassVar[tuple[str, ...]] = LLAVA_W_RUBRIC_FIELDS
 
 
 MMVET_RUBRIC_FIELDS = ("question", "reference", "answer")
