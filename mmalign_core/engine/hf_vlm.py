@@ -58,6 +58,11 @@ def _tile(out: Any, copies: int) -> Any:
     return out
 
 
+def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) per position: the target's logit minus the log-partition (no [.., V] log-softmax copy)."""
+    return torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
 def _load_images(refs: Sequence[ImageRef]) -> list:
     return [r.load() for r in refs]
 
@@ -99,6 +104,7 @@ class HFVisionLanguageModel:
         self.forward_module: Any = model
         # Shared with the frozen reference (a shallow copy), so both reuse one processor call.
         self._prompt_cache: OrderedDict = OrderedDict()
+        self._answer_cache: OrderedDict = OrderedDict()
 
     # ------------------------------------------------------------------ basics
     def _base_config(self) -> Any:
@@ -171,11 +177,61 @@ class HFVisionLanguageModel:
         prompt_ids = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
         return prompt_ids, dict(enc)
 
+    #: Tokenized answers kept for reuse (the policy and reference passes, length checks and online
+    #: sampling of one step tokenize the same answers).
+    ANSWER_CACHE_SIZE = 8192
+
     def _answer_ids(self, text: str, add_eos: bool = True) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        cache = self.__dict__.setdefault("_answer_cache", OrderedDict())
+        ids = cache.get(text)
+        if ids is None:
+            ids = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            cache[text] = ids
+            if len(cache) > self.ANSWER_CACHE_SIZE:
+                cache.popitem(last=False)
+        out = list(ids)
         if add_eos and self.eos_token_id is not None:
-            ids = ids + [self.eos_token_id]
-        return ids
+            out.append(self.eos_token_id)
+        return out
+
+    def texts_from_samples(self, new: torch.Tensor, *, remember: bool = True) -> list[str]:
+        """Decode sampled token rows (from :meth:`sample_tokens`) to answer texts.
+
+        With ``remember``, each text is afterwards scored as exactly the tokens it was sampled as (up to
+        the stop token), not as a fresh tokenization of the decoded text: online DPO then trains on the
+        sequence the policy produced, and decoding/re-encoding cannot change its length.
+        """
+        texts = [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        if remember:
+            stops = set(self._stop_ids()) | {int(self.pad_token_id)}
+            for text, row in zip(texts, new.tolist()):
+                ids = []
+                for t in row:
+                    if t in stops:
+                        break
+                    ids.append(t)
+                self.remember_answer_tokens(text, ids)
+        return texts
+
+    def remember_answer_tokens(self, text: str, ids: Sequence[int]) -> bool:
+        """From now on, score answer ``text`` as exactly ``ids`` (no end-of-sequence token; it is added as usual).
+
+        Returns False (and remembers nothing) where that would be unsafe: an empty text, ids holding a
+        special token, or a family that puts text between the generation prompt and the answer.
+        """
+        special = set(getattr(self.tokenizer, "all_special_ids", []) or [])
+        if not text or getattr(self, "answer_lead", "") or any(int(t) in special for t in ids):
+            return False
+        cache = self.__dict__.setdefault("_answer_cache", OrderedDict())
+        cache[text] = tuple(int(t) for t in ids)
+        cache.move_to_end(text)
+        while len(cache) > self.ANSWER_CACHE_SIZE:
+            cache.popitem(last=False)
+        return True
+
+    def answer_tokens(self, text: str) -> list[int]:
+        """The tokens answer ``text`` is scored as (without the end-of-sequence token)."""
+        return self._answer_ids(text, add_eos=False)
 
     def _check_length(self, n: int, what: str) -> None:
         if self.max_length is not None and n > self.max_length:
@@ -226,15 +282,35 @@ class HFVisionLanguageModel:
         return out
 
     # -------------------------------------------------------------- log-probs
+    def _keeps_logits(self) -> bool:
+        """Whether the model's forward takes ``logits_to_keep`` (then only answer positions get logits)."""
+        cached = self.__dict__.get("_logits_to_keep_ok")
+        if cached is None:
+            import inspect
+
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            cached = "logits_to_keep" in inspect.signature(base.forward).parameters
+            self.__dict__["_logits_to_keep_ok"] = cached
+        return cached
+
     def _sequence_logps(self, enc: _Encoded) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sum of log-probs over response tokens, and the number of response tokens, per row."""
+        """Sum of log-probs over response tokens, and the number of response tokens, per row.
+
+        Rows are right-padded, so every answer token lies at or after the earliest answer start ``s`` of
+        the batch: logits are computed only from position ``s - 1`` on (the output head and the softmax
+        over the vocabulary are skipped on the prompt, image tokens included).
+        """
         inputs = self._to_device(enc.inputs)
-        out = self.forward_module(**inputs, use_cache=False)
-        logits = out.logits[:, :-1, :].float()
-        targets = inputs["input_ids"][:, 1:]
-        mask = enc.response_mask[:, 1:].to(self.device)
-        logp = torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
-        logp = logp * mask
+        resp = enc.response_mask
+        width = resp.shape[1]
+        starts = resp.float().argmax(dim=1)  # first answer token per row (rows without one: 0)
+        lo = max(int(starts.min()) - 1, 0) if self._keeps_logits() and bool(resp.any(dim=1).all()) else 0
+        kwargs = {"logits_to_keep": width - lo} if lo > 0 else {}
+        out = self.forward_module(**inputs, use_cache=False, **kwargs)
+        logits = out.logits[:, :-1, :].float()  # positions lo .. width-2 predict lo+1 .. width-1
+        targets = inputs["input_ids"][:, lo + 1 :]
+        mask = resp[:, lo + 1 :].to(self.device)
+        logp = _token_logps(logits, targets) * mask
         return logp.sum(-1), mask.sum(-1)
 
     def pair_logps(self, pairs: Sequence[PreferencePair], *, with_rejected: bool = True) -> PairLogps:
@@ -350,9 +426,12 @@ class HFVisionLanguageModel:
             mask[i, pad, pad] = True  # padding attends to itself only (keeps softmax finite)
         inputs = self._to_device({"input_ids": input_ids, "position_ids": position_ids, **image_inputs})
         inputs["attention_mask"] = mask[:, None].to(self.device)
+        # Logits only from the earliest prompt end of the batch on (every predicting position is there).
+        lo = min(len(p) for p in prompt_ids) - 1 if self._keeps_logits() else 0
+        kwargs = {"logits_to_keep": width - lo} if lo > 0 else {}
         with self._shared_vision(1):
-            logits = self.forward_module(**inputs, use_cache=False).logits.float()
-        logp = F.log_softmax(logits, dim=-1)
+            logits = self.forward_module(**inputs, use_cache=False, **kwargs).logits.float()
+        lse = logits.logsumexp(-1)
         sums, counts = [], []
         rows_idx = torch.arange(b, device=self.device)[:, None]
         for j in range(k):
@@ -366,8 +445,8 @@ class HFVisionLanguageModel:
                 src[i, :n] = torch.tensor([n_prompt - 1] + list(range(start, start + n - 1)))
                 tgt[i, :n] = input_ids[i, start : start + n]
                 valid[i, :n] = True
-            src, tgt, valid = src.to(self.device), tgt.to(self.device), valid.to(self.device)
-            tok = logp[rows_idx, src, tgt] * valid
+            src, tgt, valid = (src - lo).clamp(min=0).to(self.device), tgt.to(self.device), valid.to(self.device)
+            tok = (logits[rows_idx, src, tgt] - lse[rows_idx, src]) * valid
             sums.append(tok.sum(-1)); counts.append(valid.sum(-1))
         return torch.cat(sums), torch.cat(counts)
 
@@ -468,6 +547,26 @@ class HFVisionLanguageModel:
         return results
 
     def _generate_batch(self, reqs: Sequence[GenerationRequest], max_new_tokens: int, do_sample: bool, temperature: float, top_p: float) -> list[str]:
+        new = self.sample_tokens(reqs, n=1, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p)
+        return self.texts_from_samples(new, remember=False)
+
+    #: Decode with mmalign's lean loop (:mod:`mmalign_core.engine.sampling`) where the family allows it;
+    #: False: always through ``generate``.
+    fast_decoding: bool = True
+
+    def _banned_token_ids(self) -> list[int]:
+        """Tokens generation must never emit (the image placeholder)."""
+        return [int(self.image_token_id)] if self.image_token_id is not None else []
+
+    def _stop_ids(self) -> list[int]:
+        return [int(self.eos_token_id)] if self.eos_token_id is not None else []
+
+    def _generation_extra_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-token companions of the prompt ids a family's forward needs (none here)."""
+        return {}
+
+    def _generation_inputs(self, reqs: Sequence[GenerationRequest]) -> dict[str, Any]:
+        """Left-padded prompt (+ answer prefix) ids, attention mask and image tensors, on the device."""
         prompt_ids, image_inputs = self._prompt_batch([r.prompt for r in reqs], [r.images for r in reqs])
         rows = [p + (self._answer_ids(r.answer_prefix, add_eos=False) if r.answer_prefix else []) for p, r in zip(prompt_ids, reqs)]
         width = max(len(r) for r in rows)
@@ -476,23 +575,35 @@ class HFVisionLanguageModel:
         for i, r in enumerate(rows):  # left padding
             input_ids[i, width - len(r) :] = torch.tensor(r)
             attn[i, width - len(r) :] = 1
-        inputs = self._to_device({"input_ids": input_ids, "attention_mask": attn, **image_inputs})
-        gen_kwargs: dict[str, Any] = dict(
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            pad_token_id=self.pad_token_id,
-            eos_token_id=self.eos_token_id,
-        )
+        extra = self._generation_extra_inputs(input_ids, attn)
+        return self._to_device({"input_ids": input_ids, "attention_mask": attn, **image_inputs, **extra})
+
+    @torch.no_grad()
+    def sample_tokens(self, reqs: Sequence[GenerationRequest], *, n: int, max_new_tokens: int, do_sample: bool,
+                      temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
+        """New token ids, ``[len(reqs) * n, T]`` (the ``n`` samples of a request adjacent), padded after a stop.
+
+        Sampling is pure temperature / nucleus sampling (no top-k); greedy decoding (``do_sample``
+        False) returns the same tokens ``generate`` does. The lean loop of
+        :mod:`~mmalign_core.engine.sampling` runs where the family allows it, ``generate`` elsewhere.
+        """
+        from .sampling import decode_parts, fast_sample
+
+        inputs = self._generation_inputs(reqs)
+        width = inputs["input_ids"].shape[1]
+        banned, stop = self._banned_token_ids(), self._stop_ids()
+        if self.fast_decoding and decode_parts(self.model) is not None:
+            return fast_sample(self.model, inputs, n=n, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                               temperature=temperature, top_p=top_p, banned=banned, stop=stop, pad_token_id=self.pad_token_id)
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_return_sequences=n,
+                                      pad_token_id=self.pad_token_id, eos_token_id=stop or None, use_cache=True)
         if do_sample:
-            gen_kwargs.update(temperature=temperature, top_p=top_p)
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
         else:
-            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-        if self.image_token_id is not None:
-            gen_kwargs["bad_words_ids"] = [[int(self.image_token_id)]]
-        out = self.model.generate(**inputs, **gen_kwargs)
-        new = out[:, width:]
-        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return [t.strip() for t in texts]
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if banned:
+            kwargs["bad_words_ids"] = [[t] for t in banned]
+        return self.model.generate(**inputs, **kwargs)[:, width:]
 
     # --------------------------------------------------------------- training
     def freeze_vision(self, frozen: bool = True) -> None:

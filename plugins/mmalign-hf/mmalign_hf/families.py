@@ -309,30 +309,18 @@ class HFFamilyModel(HFVisionLanguageModel):
             return super().pair_logps(pairs, with_rejected=with_rejected)
 
     # ------------------------------------------------------------ generation
-    def _generate_batch(self, reqs: Sequence[GenerationRequest], max_new_tokens: int, do_sample: bool,
-                        temperature: float, top_p: float) -> list[str]:
+    def _generation_inputs(self, reqs: Sequence[GenerationRequest]) -> dict[str, Any]:
         with self._naming([f"request {i}" for i in range(len(reqs))]):
-            prompt_ids, image_inputs = self._prompt_batch([r.prompt for r in reqs], [r.images for r in reqs])
-        rows = [p + (self._answer_ids(r.answer_prefix, add_eos=False) if r.answer_prefix else []) for p, r in zip(prompt_ids, reqs)]
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attn = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding
-            input_ids[i, width - len(r):] = torch.tensor(r)
-            attn[i, width - len(r):] = 1
-        extra = self._token_type_inputs(input_ids, attn, None)
-        inputs = self._to_device({"input_ids": input_ids, "attention_mask": attn, **image_inputs, **extra})
-        gen_kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                          pad_token_id=self.pad_token_id, eos_token_id=self.stop_token_ids or None)
-        if do_sample:
-            gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=None)
-        else:
-            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-        if self.vision_token_ids:
-            gen_kwargs["bad_words_ids"] = [[int(t)] for t in self.vision_token_ids]
-        out = self.model.generate(**inputs, **gen_kwargs)
-        texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-        return [t.strip() for t in texts]
+            return super()._generation_inputs(reqs)
+
+    def _generation_extra_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._token_type_inputs(input_ids, attention_mask, None)
+
+    def _banned_token_ids(self) -> list[int]:
+        return [int(t) for t in self.vision_token_ids]
+
+    def _stop_ids(self) -> list[int]:
+        return list(self.stop_token_ids)
 
     # ------------------------------------------------------- too-long samples
     def sequence_lengths(self, examples: Sequence[PreferencePair | SFTExample], *, chunk_size: int = 32) -> list[int]:
@@ -463,6 +451,10 @@ class HFFamilyModel(HFVisionLanguageModel):
         other.answer_lead = self.answer_lead
         other.eos_token_id = self.eos_token_id
         other.stop_token_ids = list(self.stop_token_ids)
+        # One processor, so one cache of processed prompts and tokenized answers: the reference then scores
+        # exactly the token sequences the policy does (sampled answers are kept as the tokens sampled).
+        other._prompt_cache = self._prompt_cache
+        other._answer_cache = self._answer_cache
         return other
 
     def frozen_reference(self) -> Any:
