@@ -10,8 +10,9 @@ Both sides, in one invocation, each arm in its own subprocess, repeats interleav
 
 - the same tiny LLaVA folder (``--model``, default: the default random-weight ``tiny-llava``), full fine-tuning
   with a frozen vision tower, AdamW, constant learning rate, no weight decay, clipping at 1.0, DPO beta 0.1;
-- the same prompts in the same order: "Describe the image." on shapes-world images (TRL's sampler is
-  made sequential over the rows in mmalign's batch order);
+- the same prompts in the same order: "Describe the image." on shapes-world images, read by both sides from
+  the same PNG files (TRL: a ``datasets`` Image column; mmalign: the ``local`` source), as data on disk would
+  be (TRL's sampler is made sequential over the rows in mmalign's batch order);
 - the same batch (``--batch`` prompts per step), 2 samples per prompt, the same decoding: sampling at
   temperature 1.0, top-p 1.0, no top-k, ``--max-new-tokens`` new tokens, the image token banned
   (TRL: ``generation_kwargs={"bad_words_ids": [[image_token_id]]}``, platform-notes pitfall 5);
@@ -47,6 +48,36 @@ def _prompts(n: int) -> list:
     return list(src.pairs(Context()))
 
 
+def _image_files(prompts: list, folder: Path) -> tuple[Path, dict[str, str]]:
+    """Write the prompts' images as PNG files (once) and the prompts as a canonical JSONL file next to them.
+
+    Both sides read the same files: TRL through a ``datasets`` Image column, mmalign through the ``local``
+    source, as real preference data on disk would be read. Returns the JSONL path and a map from each
+    file's image key (as mmalign sees it) to the shapes-world key the oracle judge needs.
+    """
+    import hashlib
+
+    from mmalign_core.types import ImageRef
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, keys = [], {}
+    for p in prompts:
+        world_key = p.images[0].key
+        path = folder / (hashlib.sha1(world_key.encode()).hexdigest()[:16] + ".png")
+        if not path.is_file():
+            tmp = path.with_suffix(".tmp.png")
+            p.images[0].load().save(tmp, format="PNG")
+            tmp.replace(path)
+        keys[ImageRef(str(path)).key] = world_key
+        rows.append({"id": p.id, "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "images": [str(path)],
+                     "meta": {"world_key": world_key}})
+    jsonl = folder / f"prompts-{len(prompts)}.jsonl"
+    tmp = jsonl.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(jsonl)
+    return jsonl, keys
+
+
 def _order(n: int, steps: int, batch: int, seed: int) -> list[int]:
     from mmalign_core.runner.training import BatchOrder
 
@@ -76,9 +107,10 @@ class _ScoreJudge:
 
     max_answers = None
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, world_keys: dict[str, str]):
         self.kind = kind
         self.score = _score_fn(kind)
+        self.world_keys = world_keys
 
     def describe(self) -> dict:
         return {"judge": f"bench-{self.kind}"}
@@ -89,7 +121,7 @@ class _ScoreJudge:
     def compare(self, items, ctx, *, policy=None):
         from mmalign_online.verdict import verdict_from_scores
 
-        return [verdict_from_scores([self.score(c.request.images[0].key, a) for a in c.answers]) for c in items]
+        return [verdict_from_scores([self.score(self.world_keys[c.request.images[0].key], a) for a in c.answers]) for c in items]
 
 
 def _model_folder(args: argparse.Namespace) -> Path:
@@ -101,7 +133,7 @@ def _model_folder(args: argparse.Namespace) -> Path:
     return ensure_built(TinyLlavaConfig(cache_dir=args.cache))
 
 
-def _run_mmalign(args: argparse.Namespace, folder: Path, prompts: list) -> dict:
+def _run_mmalign(args: argparse.Namespace, folder: Path, prompts: list, files: Path, world_keys: dict[str, str]) -> dict:
     import torch
 
     from mmalign_core.protocols import Context
@@ -116,17 +148,19 @@ def _run_mmalign(args: argparse.Namespace, folder: Path, prompts: list) -> dict:
     settings = TrainSettings(steps=args.steps, batch_size=args.batch, lr=args.lr, schedule="constant", warmup_ratio=0.0,
                              weight_decay=0.0, max_grad_norm=1.0, log_every=1)
     cfg = OnlineDPOConfig.model_validate({
-        "prompts": {"name": "shapes-pairs", "config": {"n_pairs": len(prompts), "yes_no_fraction": 0.0}},
+        "prompts": {"name": "local", "config": {"path": str(files), "format": "canonical"}},
         "judge": {"name": "shapes-oracle"}, "samples_per_prompt": 2, "max_new_tokens": args.max_new_tokens,
         "temperature": 1.0, "top_p": 1.0, "generation_batch_size": args.batch, "log": not args.no_log,
     })
-    source = OnlineDPOSource(cfg, judge=_ScoreJudge(args.judge))
+    source = OnlineDPOSource(cfg, judge=_ScoreJudge(args.judge, world_keys))
     work = Path(tempfile.mkdtemp(prefix="mmalign-online-bench-"))
     torch.manual_seed(0)
     model = load_tiny_llava(folder)
     ctx = Context(seed=args.seed, output_dir=work / "data", cache_dir=work)
     ctx.output_dir.mkdir(parents=True)
     pool = source.pairs(ctx)
+    if [p.id for p in pool] != [p.id for p in prompts]:
+        raise SystemExit("the local source changed the prompt order; the two sides would not see the same prompts")
     stamps: list[float] = []
     kept: list[float] = []
 
@@ -145,18 +179,19 @@ def _run_mmalign(args: argparse.Namespace, folder: Path, prompts: list) -> dict:
             "pairs_trained": sum(kept[1:]), "gen_seconds": source.totals.get("gen_seconds", 0.0)}
 
 
-def _run_trl(args: argparse.Namespace, folder: Path, prompts: list) -> dict:
+def _run_trl(args: argparse.Namespace, folder: Path, prompts: list, files: Path) -> dict:
     import copy
 
     import torch
-    from datasets import Dataset
+    from datasets import Dataset, Image
     from torch.utils.data import SequentialSampler
     from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
     from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
     order = _order(len(prompts), args.steps, args.batch, args.seed)
-    rows = [{"prompt": [{"role": "user", "content": prompts[i].prompt}], "image": prompts[i].images[0].load(),
-             "key": prompts[i].images[0].key} for i in order]
+    records = [json.loads(line) for line in files.read_text().splitlines()]
+    rows = [{"prompt": [{"role": "user", "content": records[i]["prompt"]}], "image": records[i]["images"][0],
+             "key": records[i]["meta"]["world_key"]} for i in order]
     torch.manual_seed(0)
     model = AutoModelForImageTextToText.from_pretrained(str(folder))
     for name, param in model.named_parameters():  # mmalign keeps the vision tower frozen by default
@@ -194,7 +229,7 @@ def _run_trl(args: argparse.Namespace, folder: Path, prompts: list) -> dict:
             trained.append(args.batch)  # TRL trains on every pair (a tie puts the first sample first)
 
     trainer = Sequential(model=model, ref_model=copy.deepcopy(model), reward_funcs=reward, args=config,
-                         train_dataset=Dataset.from_list(rows), processing_class=processor, callbacks=[Record()])
+                         train_dataset=Dataset.from_list(rows).cast_column("image", Image()), processing_class=processor, callbacks=[Record()])
     t0 = time.perf_counter()
     trainer.train()
     return {"seconds": stamps[-1] - stamps[0], "timed_steps": len(stamps) - 1, "total_seconds": time.perf_counter() - t0,
@@ -207,7 +242,8 @@ def arm_main(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     folder = _model_folder(args)
     prompts = _prompts(args.prompts)
-    return _run_trl(args, folder, prompts) if args.arm == "trl" else _run_mmalign(args, folder, prompts)
+    files, world_keys = _image_files(prompts, Path(args.cache) / "online-bench-images")
+    return _run_trl(args, folder, prompts, files) if args.arm == "trl" else _run_mmalign(args, folder, prompts, files, world_keys)
 
 
 def run_arm(arm: str, args: argparse.Namespace) -> dict:

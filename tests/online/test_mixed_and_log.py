@@ -142,6 +142,29 @@ def test_logged_pairs_are_a_canonical_file_for_offline_training(ctx, tmp_path: P
     assert pairs[0].meta["step"] == 0
 
 
+def test_log_points_at_image_files_instead_of_copying_them(ctx, tmp_path: Path) -> None:
+    """Images that are files (directly, or lazily as a dataset's references) are logged by path, not re-encoded."""
+    import dataclasses
+
+    from mmalign_core.types import ImageRef
+
+    src = online_source()
+    pool = _pool(src, ctx, 3)
+    files = []
+    for i, p in enumerate(pool):
+        f = tmp_path / f"img{i}.png"
+        p.images[0].load().save(f)
+        files.append(f)
+    lazy = [dataclasses.replace(p, images=[ImageRef(lambda f=f: __import__("PIL.Image").Image.open(f), key=f"path:{f}")])
+            for p, f in zip(pool[:2], files)]
+    direct = [dataclasses.replace(pool[2], images=[ImageRef(str(files[2]))])]
+    batch = lazy + direct
+    src.prepare_batch(batch, PlannedPolicy({p.prompt: ["good", "bad"] for p in batch}), ctx, 0)
+    rows = [json.loads(x) for x in (ctx.output_dir / "online" / "pairs.jsonl").read_text().splitlines()]
+    assert [r["images"] for r in rows] == [[str(f.resolve())] for f in files]
+    assert not (ctx.output_dir / "online" / "images").exists()
+
+
 def test_no_log_when_disabled(ctx) -> None:
     src = online_source(log=False)
     pool = _pool(src, ctx, 2)

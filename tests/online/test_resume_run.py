@@ -64,5 +64,12 @@ def test_a_resumed_stage_replays_logged_steps(tiny_model, tiny_dir: Path, tmp_pa
     reused = {r["step"]: r["online/reused"] for r in rows[-3:]}
     assert reused == {3: 1.0, 4: 1.0, 5: 0.0}  # steps 2 and 3 (1-based 3, 4) came from the log
     assert len(calls) == 1  # only the last step generated
+    # Replayed steps train on the tokens that were sampled, as logged (not on a re-tokenization of the text).
+    replayed = [r for r in before if r["step"] in (2, 3) and r.get("responses")]
+    assert replayed and all("response_ids" in r for r in replayed)
+    for r in replayed:
+        for text, ids in zip(r["responses"], r["response_ids"]):
+            if text:
+                assert model.answer_tokens(text) == ids
     after = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(after) == len(before) + 4 and {r["step"] for r in after[len(before):]} == {4}

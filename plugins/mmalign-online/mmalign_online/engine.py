@@ -35,14 +35,15 @@ class EngineUnavailable(RuntimeError):
 
 def _is_hf(model: Any) -> bool:
     """Whether ``model`` is the core's HF wrapper (or a subclass), whose internals the fast path uses."""
-    return all(hasattr(model, a) for a in ("_prompt_batch", "tokenizer", "model", "_to_device", "pad_token_id"))
+    return all(hasattr(model, a) for a in ("sample_tokens", "texts_from_samples", "_stop_ids", "tokenizer", "model"))
 
 
 class HFEngine:
-    """Sampling with ``transformers`` ``generate`` (KV cache), batched over prompts.
+    """Sampling with the model's own decoding (KV cache), batched over prompts.
 
-    Each prompt is encoded once and expanded to ``n`` sequences inside ``generate``
-    (``num_return_sequences``); prompts are left-padded into batches of ``batch_size``.
+    For the core's HF wrapper that is ``sample_tokens``: each prompt is encoded once and its KV cache
+    shared by its ``n`` samples, decoded by mmalign's lean loop where the family allows it and by
+    ``transformers``' ``generate`` otherwise; prompts are left-padded into batches of ``batch_size``.
     Any :class:`~mmalign_core.protocols.GenerativeModel` works: models other than the core's HF
     wrapper are asked through their own ``generate`` with each request repeated ``n`` times.
     """
@@ -137,37 +138,17 @@ class HFEngine:
                   temperature: float, top_p: float) -> list[list[str]]:
         import torch
 
-        prompt_ids, image_inputs = m._prompt_batch([r.prompt for r in reqs], [r.images for r in reqs])
-        rows = [p + (m._answer_ids(r.answer_prefix, add_eos=False) if r.answer_prefix else []) for p, r in zip(prompt_ids, reqs)]
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), m.pad_token_id, dtype=torch.long)
-        attn = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding
-            input_ids[i, width - len(r) :] = torch.tensor(r)
-            attn[i, width - len(r) :] = 1
-        inputs = m._to_device({"input_ids": input_ids, "attention_mask": attn, **image_inputs})
         copies = n if do_sample else 1  # greedy samples of one prompt are all the same: decode once
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            num_return_sequences=copies,
-            pad_token_id=m.pad_token_id,
-            eos_token_id=m.eos_token_id,
-            use_cache=True,
-        )
-        if do_sample:
-            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)  # pure temperature / nucleus sampling (no top-k)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if getattr(m, "image_token_id", None) is not None:
-            kwargs["bad_words_ids"] = [[int(m.image_token_id)]]
-        seqs = m.model.generate(**inputs, **kwargs)
-        new = seqs[:, width:]
-        if m.eos_token_id is not None:
-            finished = (new == m.eos_token_id).any(dim=1)
+        # Each prompt is processed (images included) once; its samples share that prefix (the model's
+        # sample_tokens: mmalign's lean loop where the family allows it, else generate()).
+        new = m.sample_tokens(reqs, n=copies, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                              temperature=temperature, top_p=top_p)
+        stop = m._stop_ids()
+        if stop:
+            finished = torch.isin(new, torch.tensor(stop, device=new.device)).any(dim=1)
             self.stats["truncated"] += float((~finished).sum())
         self.stats["sequences"] += float(new.shape[0])
-        texts = [t.strip() for t in m.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        texts = m.texts_from_samples(new)  # trained on as the very tokens sampled
         if copies != n:
             return [[texts[i]] * n for i in range(len(reqs))]
         return [texts[i * n : (i + 1) * n] for i in range(len(reqs))]

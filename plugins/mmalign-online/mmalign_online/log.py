@@ -121,6 +121,10 @@ class OnlineLog:
             if isinstance(src, (str, Path)) and Path(src).is_file():
                 out.append(str(Path(src).resolve()))
                 continue
+            key = image.key  # a lazy reference to an image file (e.g. a dataset's): point at the file
+            if key.startswith("path:") and Path(key[5:]).is_file():
+                out.append(str(Path(key[5:]).resolve()))
+                continue
             if not self.write_images:
                 out.append(image.key)
                 continue

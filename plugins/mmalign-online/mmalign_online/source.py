@@ -167,7 +167,7 @@ class OnlineDPOSource:
         if self.log is not None and self.config.reuse_log:
             rows = self.log.lookup(step, ids, self.settings)
         if rows is not None:
-            out, counts = self._from_log(pairs, rows, step)
+            out, counts = self._from_log(pairs, rows, step, model)
             counts["reused"] = 1
         else:
             out, counts, rows, canonical = self._fresh(pairs, model, ctx, step)
@@ -216,7 +216,8 @@ class OnlineDPOSource:
         return {k: float(v) for k, v in stats.items()}
 
     # --------------------------------------------------------------- from the log
-    def _from_log(self, pairs: list[PreferencePair], rows: list[dict[str, Any]], step: int) -> tuple[list[PreferencePair], Counter]:
+    def _from_log(self, pairs: list[PreferencePair], rows: list[dict[str, Any]], step: int,
+                  model: Any = None) -> tuple[list[PreferencePair], Counter]:
         out: list[PreferencePair] = []
         c: Counter = Counter()
         for p, row in zip(pairs, rows):
@@ -233,6 +234,9 @@ class OnlineDPOSource:
             c["position1_wins"] += int(row.get("position1_wins", 0))
             c["swap_checked"] += int(row.get("swap_checked", 0))
             c["swap_inconsistent"] += int(row.get("swap_inconsistent", 0))
+            if model is not None and hasattr(model, "remember_answer_tokens"):
+                for text, ids in zip(row["responses"], row.get("response_ids") or []):
+                    model.remember_answer_tokens(text, ids)
             if status == "kept":
                 out.append(self._pair(p, step, row["slot"], row["responses"][row["chosen"]], row["responses"][row["rejected"]], row))
         return out, c
@@ -292,6 +296,8 @@ class OnlineDPOSource:
             responses = list(samples[j])
             row = rows[slot]
             row.update(prompt=pairs[slot].prompt, image_keys=[im.key for im in pairs[slot].images], responses=responses)
+            if hasattr(model, "answer_tokens"):  # the tokens trained on, so a replay after resume trains on the same
+                row["response_ids"] = [model.answer_tokens(r) for r in responses]
             c["generated"] += len(responses)
             c["sample_words"] += sum(len(r.split()) for r in responses)
             distinct = self._unique(responses)
