@@ -50,15 +50,24 @@ class FakeServer:
                     n = server.attempts[text] = server.attempts.get(text, 0) + 1
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                self._counted = True
                 try:
                     self._answer(mode, n)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:
+                    self._leave()
+
+            def _leave(self) -> None:
+                # Leave the in-flight count before the reply goes out: once the client has the reply it may send
+                # its next request, possibly before this handler thread gets to run again.
+                if getattr(self, "_counted", False):
+                    self._counted = False
                     with server.lock:
                         server.in_flight -= 1
 
             def _send(self, code: int, payload: bytes, headers: dict | None = None) -> None:
+                self._leave()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -81,8 +90,11 @@ class FakeServer:
                     return self._send(401, b'{"error": "invalid key"}')
                 if mode == "badrequest":
                     return self._send(400, b'{"error": "context too long"}')
-                if mode == "hold":
-                    time.sleep(0.15)
+                if mode == "hold":  # wait (bounded) for company, so overlap shows even on a loaded machine
+                    deadline = time.monotonic() + 1.0
+                    while server.in_flight < 3 and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    time.sleep(0.05)
                 if mode == "echo":  # a server that leaks the key back
                     leak = {"choices": [{"message": {"content": f"Response 1 is better. (auth was {self.headers.get('Authorization')})"}}]}
                     return self._send(200, json.dumps(leak).encode())
