@@ -181,7 +181,9 @@ class Run:
         names = spec.stage_names()
         self.log(f"run '{spec.name}' -> {self.run_dir}")
         t_model = time.perf_counter()
-        model_entry, model = self.build("model")
+        # Main process first: a model plugin may build and cache files (tiny-llava does), and transformers
+        # writes checkpoint files only on rank 0 of an initialised process group.
+        model_entry, model = self._main_first(lambda: self.build("model"))
         model.to(device)
         if spec.dtype != "float32":
             model.module.to(getattr(torch, spec.dtype))
@@ -273,6 +275,24 @@ class Run:
         model.load_checkpoint(sdir / "model")
 
     # -------------------------------------------------------------- training
+    def _main_first(self, fn: Any) -> Any:
+        """Run ``fn`` on the main process first, then on the others.
+
+        Sources cache what they build (dataset indexes, offline BDHS answers, precomputed distortion
+        scores) under the shared cache folder; the main process builds it alone, and the other processes
+        then find it complete and read it instead of building the same files concurrently. If the main
+        process fails, the others are released and run ``fn`` themselves (and normally fail the same way).
+        """
+        if self.dist.world == 1:
+            return fn()
+        if self.dist.is_main:
+            try:
+                return fn()
+            finally:
+                self.dist.barrier()
+        self.dist.barrier()
+        return fn()
+
     def _materialise(self, source: Any, kind: str, path: str, ctx: Context) -> Sequence[Any]:
         """The stage's examples. A source may return a lazy ``Sequence`` (e.g. memory-mapped Arrow
         rows); it is used as is, so memory does not grow with the data set. Iterators are listed."""
@@ -302,7 +322,7 @@ class Run:
             # of the stage, i.e. the reference policy of this stage.
             ctx.extras["model"] = model
         t0 = time.perf_counter()
-        examples = self._materialise(source, kind, f"stages[{i}].data", ctx)
+        examples = self._main_first(lambda: self._materialise(source, kind, f"stages[{i}].data", ctx))
         if stage.train.max_examples and stage.train.max_examples < len(examples):
             examples = _Head(examples, stage.train.max_examples)
         dropped: list[str] = []

@@ -57,3 +57,31 @@ def test_two_gloo_processes_match_one(tmp_path: Path, mmalign_cache: Path) -> No
         assert r1["loss"] == pytest.approx(r2["loss"], abs=1e-5)
         # Adam hides a wrong gradient scale from the weights; the synced gradient norm does not.
         assert r1["grad_norm"] == pytest.approx(r2["grad_norm"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_offline_bdhs_is_generated_once_under_two_processes(tmp_path: Path, mmalign_cache: Path) -> None:
+    """The main process generates (and caches) the offline BDHS answers; the other process reads them
+    instead of generating and appending the same rows concurrently."""
+    spec = {
+        "name": "ddp-bdhs", "seed": 3, "device": "cpu", "model": {"name": "tiny-llava"},
+        "stages": [{"type": "align", "loss": {"name": "dpo"},
+                    "data": {"name": "bdhs", "config": {"base": {"name": "shapes-pairs", "config": {"n_pairs": 12}},
+                                                        "embedder": {"name": "bag-of-words"}, "max_new_tokens": 8,
+                                                        "max_new_tokens_full": 8, "chunk_pairs": 4}},
+                    "train": {"steps": 1, "batch_size": 4, "lr": 1e-4, "log_every": 1}}],
+    }
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(spec))
+    # A fresh cache, so the BDHS answers are generated in this run.
+    env = {**os.environ, "MMALIGN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "MMALIGN_PROGRESS": "0"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+                           "-m", "mmalign_core.cli", "run", str(path), "--output-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    stats = manifest["stages"][0]["data"]["stats"]
+    rows = [json.loads(x) for x in Path(stats["dataset"]).read_text().splitlines()]
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)) == stats["pairs"] and 0 < len(ids) <= 12
+    assert stats["generated_this_run"] == 12  # one generation pass, not one per process

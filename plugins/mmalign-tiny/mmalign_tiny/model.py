@@ -158,6 +158,12 @@ def build_tiny_llava(cfg: TinyLlavaConfig, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
+    if not (out_dir / "config.json").is_file():
+        # transformers writes model files only on rank 0 when a process group is initialised.
+        raise RuntimeError(
+            "tiny-llava: the model files were not written (this process is not rank 0 of an initialised process "
+            "group); build the model on the main process first (mmalign run does) or outside torch.distributed"
+        )
     return out_dir
 
 
