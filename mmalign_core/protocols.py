@@ -186,3 +186,20 @@ class Judge(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """Identity of the judge for manifests and caches."""
+
+
+@runtime_checkable
+class SentenceEmbedder(Protocol):
+    """A sentence embedder (component kind ``embedder``): texts to unit-length vectors.
+
+    Used where texts are compared by meaning (BDHS's similarity check). ``embed`` returns a float
+    array of shape ``[len(texts), D]`` whose rows have norm 1, so a row-wise dot product is the
+    cosine similarity; a text's row does not depend on the other texts of the call. ``describe``
+    identifies the embedder (model, pooling, truncation) in manifests and cache keys.
+    """
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        """One unit-length row per text (a numpy array ``[N, D]``)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Identity for manifests and cache keys."""

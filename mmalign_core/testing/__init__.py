@@ -11,7 +11,7 @@ holds your plugin) and ``mmalign_context`` (a component context under
 
 Contract checks are plain functions, usable from any test: :func:`check_entry`,
 :func:`check_loss`, :func:`check_source`, :func:`check_evaluator`,
-:func:`check_judge` and :func:`check_plugin`. They raise :class:`ContractError`
+:func:`check_judge`, :func:`check_embedder` and :func:`check_plugin`. They raise :class:`ContractError`
 listing every problem. :class:`ScriptedModel` is a model whose answers the test
 scripts, for checking evaluators without torch.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 from .contracts import (
     LOSS_REQUIREMENTS,
     ContractError,
+    check_embedder,
     check_entry,
     check_evaluator,
     check_judge,
@@ -60,6 +61,7 @@ __all__ = [
     "check_source",
     "check_evaluator",
     "check_judge",
+    "check_embedder",
     "check_plugin",
     "config_problems",
     "plugins_with",

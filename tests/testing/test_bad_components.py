@@ -509,3 +509,54 @@ def test_register_plugin_surfaces_load_errors(register_plugin) -> None:
 def test_check_plugin_reports_every_entry() -> None:
     with pytest.raises(ContractError, match=r"loss 'bad:toy': config field 'inner\.size' has no description"):
         check_plugin(NestedUndocumentedPlugin(), name="bad")
+
+
+class _EmbedderCfg(ComponentConfig):
+    """Which way the embedder is broken."""
+
+    fault: str = Field("none", description="none | unnormalised | batch | unstable")
+
+
+class _Embedder:
+    def __init__(self, config: _EmbedderCfg):
+        self.fault = config.fault
+        self.calls = 0
+
+    def describe(self) -> dict:
+        self.calls += 1
+        return {"embedder": "toy", "call": self.calls} if self.fault == "unstable" else {"embedder": "toy"}
+
+    def embed(self, texts):
+        import numpy as np
+
+        rows = np.array([[len(t) + 1.0, t.count("a") + 1.0, 1.0] for t in texts], dtype=np.float32).reshape(len(texts), 3)
+        if self.fault == "batch":  # batch statistics leak into each row
+            rows = rows - rows.mean(axis=0, keepdims=True) + 0.5
+        if self.fault != "unnormalised":
+            rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        return rows
+
+
+def make_toy_embedder(config: _EmbedderCfg) -> _Embedder:
+    return _Embedder(config)
+
+
+def _embedder_entry():
+    from mmalign_core import EmbedderEntry
+
+    return EmbedderEntry(name="toy-embedder", summary="A deliberately breakable embedder.", config=_EmbedderCfg,
+                         factory=f"{HERE}:make_toy_embedder")
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("unnormalised", "norm 1"),
+    ("batch", "depends on the other texts"),
+    ("unstable", r"describe\(\) is not stable"),
+])
+def test_broken_embedders_fail(fault: str, message: str) -> None:
+    from mmalign_core.testing import check_embedder
+
+    entry = _embedder_entry()
+    assert check_embedder(entry) is not None  # the unbroken one passes
+    with pytest.raises(ContractError, match=message):
+        check_embedder(entry, {"fault": fault})

@@ -14,22 +14,14 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Sequence
 
 import numpy as np
 
+from mmalign_core.protocols import SentenceEmbedder  # noqa: F401 - the protocol lives in the core; re-exported
+
 from .config import BagOfWordsConfig, MiniLMConfig, SentenceTransformersConfig
 
-
-@runtime_checkable
-class SentenceEmbedder(Protocol):
-    """What components that compare texts need from an embedder."""
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One unit-length row per text."""
-
-    def describe(self) -> dict[str, Any]:
-        """Identity for manifests and cache keys."""
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
