@@ -54,6 +54,18 @@ def test_plan_sentence_split_points_are_uniform_over_word_boundaries() -> None:
     assert all(abs(c / 2000 - 1 / 7) < 0.03 for c in counts.values())
 
 
+def test_min_head_words_keeps_a_prefix_and_still_regenerates_the_last_word() -> None:
+    rng = np.random.default_rng(0)
+    heads = {plan_sentence("a red circle and a blue square.", rng, 0.5, min_head_words=3).head for _ in range(500)}
+    assert heads == {"a red circle", "a red circle and", "a red circle and a", "a red circle and a blue"}
+    short = {plan_sentence("a red circle.", rng, 0.5, min_head_words=3).head for _ in range(100)}
+    assert short == {"a red"}  # at most n - 1 words are kept
+    # The default draws exactly as before (same generator stream).
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert [plan_sentence("a b c d.", a, 0.5).head for _ in range(50)] == \
+        [plan_sentence("a b c d.", b, 0.5, min_head_words=0).head for _ in range(50)]
+
+
 def test_plan_sentence_flip_rate_and_flipped_head_keeps_the_flip() -> None:
     rng = np.random.default_rng(1)
     plans = [plan_sentence("Yes, there is a blue square.", rng, 0.5) for _ in range(4000)]

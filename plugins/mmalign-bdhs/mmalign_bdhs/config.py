@@ -147,6 +147,12 @@ class BDHSConfig(ComponentConfig):
         description="Probability that a sentence starting with Yes/yes/No/no has it swapped (case kept) in the rejected "
         "answer; the swapped word is then kept in the sentence head.",
     )
+    min_head_words: int = Field(
+        0, ge=0,
+        description="Ablation (not in the paper): keep at least this many words of a sentence before its cut (at most all "
+        "but the last word). 0: the paper's uniform cut over word boundaries {0 .. n_words-1}. Short one-sentence answers "
+        "(e.g. shapes captions) are otherwise often cut before their first object.",
+    )
     max_new_tokens: int = Field(128, ge=1, description="Token limit of each guided sentence continuation (it stops earlier at a stop string or EOS).")
     max_new_tokens_full: int = Field(128, ge=1, description="Token limit of an unguided full answer (stops at EOS).")
     stop: list[str] = Field(default_factory=lambda: ["."], min_length=1, description="Strings that end a regenerated sentence (the paper: '.').")

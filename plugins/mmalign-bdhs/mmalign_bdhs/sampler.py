@@ -140,7 +140,7 @@ class BDHSSampler:
             pieces = split_sentences(it.chosen)
             per: list[tuple[str, str, bool]] = []
             for k, (sentence, sep) in enumerate(pieces):
-                plan = plan_sentence(sentence, d.plan, cfg.flip_probability)
+                plan = plan_sentence(sentence, d.plan, cfg.flip_probability, cfg.min_head_words)
                 if plan.complete or not sentence.strip():
                     per.append((plan.head if sentence.strip() else sentence, sep, True))
                     continue

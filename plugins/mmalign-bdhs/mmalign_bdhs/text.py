@@ -79,13 +79,14 @@ class SentencePlan:
     complete: bool  # the head is the whole sentence: nothing to generate
 
 
-def plan_sentence(sentence: str, rng: Any, flip_probability: float) -> SentencePlan:
+def plan_sentence(sentence: str, rng: Any, flip_probability: float, min_head_words: int = 0) -> SentencePlan:
     """Flip a leading yes/no with probability ``flip_probability`` (xi >= 1 - p), then draw the split point.
 
     Split points are uniform over word boundaries ``{0 .. n_words - 1}`` (``j`` words kept, so at least the
     last word is regenerated). A flipped sentence keeps at least its first word, the flipped one
     (``{1 .. n_words - 1}``; a one-word sentence such as "Yes." is then kept whole): otherwise the
-    regeneration would overwrite the flip.
+    regeneration would overwrite the flip. ``min_head_words`` > 0 (an ablation, not the paper's setting)
+    keeps at least that many words, at most ``n_words - 1``: ``{min(m, n - 1) .. n_words - 1}``.
     """
     body = sentence.strip()
     flipped = False
@@ -98,9 +99,9 @@ def plan_sentence(sentence: str, rng: Any, flip_probability: float) -> SentenceP
     if flipped:
         if n == 1:
             return SentencePlan(sentence, True, body, True)
-        j = int(rng.integers(1, n))
+        j = int(rng.integers(max(1, min(min_head_words, n - 1)), n))
     else:
-        j = int(rng.integers(0, n))
+        j = int(rng.integers(min(min_head_words, n - 1), n))
     return SentencePlan(sentence, flipped, cut_sentence(body, j), False)
 
 

@@ -42,8 +42,40 @@ ALIGN_TRAIN = {"steps": ALIGN_STEPS, "batch_size": 32, "lr": 1e-05, "schedule": 
 # The caption pairs every arm aligns on: the natural distribution plus 50% absent-partner images.
 PAIRS = {"n_pairs": 3200, "mode": "partner", "absent_fraction": 0.5}
 
+# SFT recipes for the "why" study of docs/bdhs.md: each changes one thing of "base" (model size, steps).
+# A recipe other than "base" writes under <out>/<recipe>/.
+RECIPES: dict[str, dict[str, Any]] = {
+    "base": {},
+    "long": {"sft_steps": 4000},
+    "vis64": {"model": {"vision_hidden_size": 64}},
+    "vis64-long": {"model": {"vision_hidden_size": 64}, "sft_steps": 4000},
+    "h128": {"model": {"hidden_size": 128, "num_layers": 4, "intermediate_size": 256, "vision_hidden_size": 64}},
+    # The vision tower trains during SFT (it starts from random weights; align stages keep it frozen).
+    "trainvis": {"sft_train": {"freeze_vision": False}},
+    "trainvis-long": {"sft_train": {"freeze_vision": False}, "sft_steps": 4000},
+    # A stronger co-occurrence bias (partner forced in with probability 0.97 instead of 0.9), in every
+    # shapes component of every stage (SFT data, pairs, BDHS bases, evaluators).
+    "bias97": {"world": {"cooccurrence": 0.97}},
+    "bias97-long": {"world": {"cooccurrence": 0.97}, "sft_steps": 4000},
+}
+SHAPES_COMPONENTS = ("shapes-sft", "shapes-pairs", "shapes-chair", "shapes-pope")
+
+
+def with_world(obj: Any, world: dict[str, Any]) -> Any:
+    """A copy of a spec (part) with ``world`` set in the config of every shapes component in it."""
+    if isinstance(obj, list):
+        return [with_world(x, world) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {k: with_world(v, world) for k, v in obj.items()}
+    if out.get("name") in SHAPES_COMPONENTS:
+        out["config"] = {**out.get("config", {}), "world": world}
+    return out
+RECIPE = "base"
+
 
 def sft_spec(seed: int) -> dict:
+    recipe = RECIPES[RECIPE]
     text_only = {"caption_fraction": 0, "yes_no_fraction": 0, "count_fraction": 0, "text_only_fraction": 1.0}
     return {
         "name": f"sft-s{seed}",
@@ -51,12 +83,13 @@ def sft_spec(seed: int) -> dict:
         "seed": seed,
         "device": "cpu",
         "threads": 1,
-        "model": {"name": "tiny-llava", "config": {"seed": seed}},
+        "model": {"name": "tiny-llava", "config": {"seed": seed, **recipe.get("model", {})}},
         "stages": [
             {"type": "sft", "name": "prior", "data": {"name": "shapes-sft", "config": {"n_examples": 20000, "seed": seed, **text_only}},
              "train": {"steps": PRIOR_STEPS, "batch_size": 64, "lr": 0.001, "log_every": 100}},
             {"type": "sft", "name": "sft", "data": {"name": "shapes-sft", "config": {"n_examples": 40000, "seed": seed}},
-             "train": {"steps": SFT_STEPS, "batch_size": 64, "lr": 0.001, "log_every": 100}},
+             "train": {"steps": recipe.get("sft_steps", SFT_STEPS), "batch_size": 64, "lr": 0.001, "log_every": 100,
+                       **recipe.get("sft_train", {})}},
             EVAL,
         ],
     }
@@ -71,6 +104,9 @@ def arms(seed: int) -> dict[str, dict]:
         "bdhs-noise-offline": {"data": {"name": "bdhs", "config": {**bdhs, "variant": "noise"}}, "loss": {"name": "dpo", "config": {"beta": 0.1}}},
         "bdhs-attn-online": {"data": {"name": "bdhs-online", "config": {**bdhs, "variant": "attn"}}, "loss": {"name": "dpo", "config": {"beta": 0.1}}},
         "nll-control": {"data": pairs, "loss": {"name": "sft"}},
+        # Ablation (not the paper's cut): keep at least the first object ("a red circle") before each cut.
+        "bdhs-attn-head3": {"data": {"name": "bdhs", "config": {**bdhs, "variant": "attn", "min_head_words": 3}},
+                            "loss": {"name": "dpo", "config": {"beta": 0.1}}},
     }
 
 
@@ -89,6 +125,8 @@ def arm_spec(seed: int, arm: str, out: Path, steps: int = ALIGN_STEPS) -> dict:
 
 
 def run(spec: dict, out: Path) -> Path:
+    if "world" in RECIPES[RECIPE]:
+        spec = with_world(spec, RECIPES[RECIPE]["world"])
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{spec['name']}.json"
     path.write_text(json.dumps(spec, indent=2) + "\n")
@@ -119,9 +157,14 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", default=None, help="arms to run (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bdhs-exp")
     ap.add_argument("--jobs", type=int, default=3)
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="base", help="SFT recipe (see RECIPES); not base: runs go to <out>/<recipe>")
     ap.add_argument("--steps", type=int, default=ALIGN_STEPS, help="align steps of the arms (other than 100: run names get a -<steps> suffix)")
     args = ap.parse_args()
     out = args.out.resolve()
+    global RECIPE
+    RECIPE = args.recipe
+    if RECIPE != "base":
+        out = out / RECIPE
     if args.what == "sft":
         with ThreadPoolExecutor(args.jobs) as ex:
             list(ex.map(lambda s: run(sft_spec(s), out), args.seeds))
