@@ -152,7 +152,7 @@ def metrics(run_dir: Path, stage: str = "eval") -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["sft", "arms", "table", "diagnose"])
+    ap.add_argument("what", choices=["sft", "arms", "table", "diagnose", "cuts"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=None, help="arms to run (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bdhs-exp")
@@ -176,6 +176,9 @@ def main() -> None:
     elif args.what == "diagnose":
         for s in args.seeds:
             diagnose(out, s)
+    elif args.what == "cuts":
+        for s in args.seeds:
+            cuts(out, s)
     else:
         table(out, args.seeds, args.steps)
 
@@ -224,6 +227,53 @@ def diagnose(out: Path, seed: int, n: int = 800) -> None:
     result["sft-all-hidden-unguided"] = rate(truths, hidden)
     result["all-hidden-distinct-captions"] = len(set(hidden))
     print(json.dumps(result))
+
+
+def cuts(out: Path, seed: int) -> None:
+    """Per offline BDHS arm: where the split point fell on absent-set pairs (before the anchor object, or with
+    the anchor kept) and how often the absent partner was then named; the most common rejected answer; and
+    objects named by the chosen vs the rejected answers (the length difference DPO can learn instead)."""
+    from collections import Counter
+
+    from mmalign_shapes.world import ShapesWorld
+
+    world = ShapesWorld()
+    for arm in ("bdhs-attn-offline", "bdhs-noise-offline", "bdhs-attn-head3"):
+        man = out / f"{arm}-s{seed}" / "manifest.json"
+        if not man.is_file():
+            continue
+        data = Path(json.loads(man.read_text())["stages"][0]["data"]["stats"]["dataset"])
+        rows = [json.loads(line) for line in data.read_text().splitlines()]
+        classes: dict[str, list[int]] = {}
+        common: Counter = Counter()
+        fewer = more = 0
+        for r in rows:
+            n_c, n_r = len(world.parse(r["chosen"])), len(world.parse(r["rejected"]))
+            fewer += n_r < n_c
+            more += n_r > n_c
+            if not r["meta"].get("absent_set"):
+                continue
+            common[r["rejected"]] += 1
+            truth = set(r["meta"]["truth"])
+            cw, rw = r["chosen"].split(), r["rejected"].split()
+            k = 0
+            while k < min(len(cw), len(rw)) and cw[k] == rw[k]:
+                k += 1
+            kept = {o.name for o in world.parse(" ".join(cw[:k]) + ".")} if k else set()
+            named = {o.name for o in world.parse(r["rejected"])}
+            for anchor, partner in world.partner_of.items():
+                if anchor.name in truth and partner.name not in truth:
+                    c = classes.setdefault("anchor kept" if anchor.name in kept else "cut before anchor", [0, 0])
+                    c[0] += 1
+                    c[1] += partner.name in named
+        total = sum(c[0] for c in classes.values()) or 1
+        top, n_top = common.most_common(1)[0] if common else ("", 0)
+        print(json.dumps({
+            "seed": seed, "arm": arm,
+            "cuts": {k: {"share": round(v[0] / total, 3), "partner_named": round(v[1] / max(v[0], 1), 3)} for k, v in classes.items()},
+            "most_common_absent_set_rejection": [top, n_top, sum(common.values())],
+            "rejected_names_fewer_objects": round(fewer / len(rows), 3), "rejected_names_more_objects": round(more / len(rows), 3),
+        }))
 
 
 KEYS = ("partner_hallucination", "control_hallucination", "absent_recall", "recall", "chair_i", "absent_objects_per_caption", "pope_f1")
