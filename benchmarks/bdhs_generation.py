@@ -1,8 +1,9 @@
 """BDHS generation throughput on the tiny LLaVA: rejected answers per second, batched vs one sentence at a time.
 
-Batched: all sentences of all pairs of a chunk continue in one ``generate`` call per iteration (the
+Batched: all sentences of all pairs of a chunk continue in one decoding call per iteration (the
 ``bdhs`` sources' way, ``batch_size`` rows per call). Sequential: the same algorithm with
-``batch_size = 1``, i.e. one sentence per ``generate`` call. Both produce the same answers up to padding
+``batch_size = 1``, i.e. one sentence per call. Decoding goes through the core's lean loop
+(``mmalign_core.engine.sampling``); ``--generate`` uses transformers' ``generate`` instead. Both produce the same answers up to padding
 numerics (greedy decoding); the script reports how many differ.
 
 Usage (from the repository root)::
@@ -36,6 +37,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timed repetitions per mode (the best is reported)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument("--generate", action="store_true", help="decode with transformers' generate() instead of the core's lean loop")
     args = ap.parse_args()
 
     import torch
@@ -48,6 +50,7 @@ def main() -> None:
 
     plugins = get_plugins()
     model = plugins.resolve("model", "tiny-llava").build({"path": args.model} if args.model else {})
+    model.fast_decoding = not args.generate
     base = {"name": "shapes-pairs", "config": {"n_pairs": args.pairs, "mode": "partner", "absent_fraction": 0.5}}
     pairs = list(plugins.resolve("preference_source", "shapes-pairs").build(base["config"]).pairs(None))
     items = [Item(p.id, p.prompt, p.images, p.chosen) for p in pairs]
@@ -77,7 +80,7 @@ def main() -> None:
     differ = sum(a != b for a, b in zip(outputs["batched"], outputs["sequential"]))
     speedup = results["sequential"]["seconds"] / results["batched"]["seconds"]
     print(f"speed-up batched / sequential: {speedup:.1f}x; answers that differ between the modes: {differ}/{len(items)}")
-    payload = {"model": args.model or "random tiny-llava", "pairs": len(items), "variant": args.variant, "embedder": args.embedder,
+    payload = {"model": args.model or "random tiny-llava", "decoding": "generate" if args.generate else "lean", "pairs": len(items), "variant": args.variant, "embedder": args.embedder,
                "max_new_tokens": args.max_new_tokens, "threads": args.threads, "results": results, "speedup": round(speedup, 2),
                "answers_differ": differ, "python": sys.version.split()[0], "platform": platform.platform(),
                "torch": torch.__version__}

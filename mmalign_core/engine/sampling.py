@@ -22,7 +22,7 @@ gives the same tokens as ``generate`` (tested on every family this is enabled fo
 from __future__ import annotations
 
 import inspect
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -85,12 +85,15 @@ def fast_sample(
     banned: Sequence[int] = (),
     stop: Sequence[int] = (),
     pad_token_id: int = 0,
+    on_select: Optional[Callable[[torch.Tensor], None]] = None,
 ) -> torch.Tensor:
     """New tokens for each of ``n`` samples per prompt, ``[B * n, T]`` (samples of a prompt adjacent).
 
     ``inputs`` are the family's prompt inputs with **left-padded** ``input_ids`` and ``attention_mask``
     (plus pixel tensors). Positions after a stop token hold ``pad_token_id``; the stop token itself is
-    kept, as ``generate`` does. Raises ``ValueError`` if the model's family is not enabled (check with
+    kept, as ``generate`` does. ``on_select(keep)`` is called with the indices of the rows that go on
+    whenever stopped rows leave the batch, for callers that hold per-row state of their own (e.g. an
+    attention hook's mask). Raises ``ValueError`` if the model's family is not enabled (check with
     :func:`decode_parts` first).
     """
     parts = decode_parts(model)
@@ -129,6 +132,8 @@ def fast_sample(
                     break
                 keep = going.nonzero().squeeze(1)
                 cache.batch_select_indices(keep)
+                if on_select is not None:
+                    on_select(keep)
                 alive, tok, attn, nxt = alive[keep], tok[keep], attn[keep], nxt[keep]
         attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=1)
         hidden = decoder(input_ids=tok[:, None], attention_mask=attn, position_ids=nxt[:, None], use_cache=True,

@@ -158,6 +158,9 @@ def generate_rows(
     tok = model.tokenizer
     stops = stop_token_ids(tok, stop) if stop else None
     eos = _eos_ids(model)
+    from mmalign_core.engine.sampling import decode_parts, fast_sample
+
+    fast = getattr(model, "fast_decoding", True) and decode_parts(hf) is not None
     try:
         with restricted(model, method) as set_hidden:
             for s in range(0, len(order), batch_size):
@@ -174,9 +177,23 @@ def generate_rows(
                     kwargs["bad_words_ids"] = banned
                 if stops is not None and len(stops):
                     kwargs["stopping_criteria"] = _stopping(stops)
-                gen = hf.generate(**inputs, **kwargs)
+                if fast:
+                    # mmalign's lean loop (shared with online sampling); the hidden-key mask follows the rows
+                    # that are still decoding.
+                    state = {"hidden": hidden}
+
+                    def follow(keep: torch.Tensor) -> None:
+                        state["hidden"] = state["hidden"][keep.to(state["hidden"].device)]
+                        set_hidden(state["hidden"])
+
+                    stop_ids = list(eos) + ([int(t) for t in stops.tolist()] if stops is not None else [])
+                    gen = fast_sample(hf, inputs, n=1, max_new_tokens=max_new_tokens, do_sample=False,
+                                      banned=[b[0] for b in banned], stop=stop_ids, pad_token_id=model.pad_token_id,
+                                      on_select=follow)
+                else:
+                    gen = hf.generate(**inputs, **kwargs)[:, width:]
                 for j, i in enumerate(idx):
-                    new = gen[j, width:].tolist()
+                    new = gen[j].tolist()
                     text = _decode(tok, prefix_ids[j], new)
                     if stop:
                         text = cut_at_stop(text, stop)
