@@ -107,13 +107,17 @@ class KnownRegistry(BaseModel):
         return [(t, p) for t, p in self.plugins.items() if p.provides(kind, name)]
 
 
+#: The registry shipped inside the package (the repository's top-level ``registry.toml`` links to it), so an
+#: installed wheel knows the plugins too, not only a checkout.
+PACKAGED_REGISTRY = Path(__file__).resolve().parent / "defaults" / "registry.toml"
+
+
 def default_registry_path() -> Optional[Path]:
-    """``$MMALIGN_REGISTRY``, else the repository's ``registry.toml`` when the core runs from a checkout."""
+    """``$MMALIGN_REGISTRY``, else the registry shipped with the package."""
     env = os.environ.get(REGISTRY_ENV)
     if env:
         return Path(env)
-    candidate = Path(__file__).resolve().parent.parent / "registry.toml"
-    return candidate if candidate.is_file() else None
+    return PACKAGED_REGISTRY if PACKAGED_REGISTRY.is_file() else None
 
 
 def _read_toml(path: Path) -> dict:

@@ -91,3 +91,30 @@ def test_check_installed(toy):
         "[plugins.gone] official plugin is not installed (pip install mmalign-gone)",
     ]
     assert any("'extra'" in note for note in report.notes)
+
+
+def test_the_registry_ships_inside_the_package(tmp_path: Path) -> None:
+    """The top-level registry.toml is the packaged one, and a built wheel carries it (with the default spec)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from mmalign_core.known import PACKAGED_REGISTRY, default_registry_path
+
+    assert REPO_REGISTRY.resolve() == PACKAGED_REGISTRY
+    assert default_registry_path() == PACKAGED_REGISTRY or "MMALIGN_REGISTRY" in __import__("os").environ
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    src = tmp_path / "src"  # build from a copy, so no build/ or egg-info lands in the checkout
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    shutil.copytree(root / "mmalign_core", src / "mmalign_core", ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "wheels"
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+                           str(src)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    wheel = next(out.glob("mmalign-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "mmalign_core/defaults/registry.toml" in names and "mmalign_core/defaults/quickstart.json" in names
