@@ -9,9 +9,11 @@ __version__ = "0.1.0"
 from .config import ComponentConfig
 from .entries import EmbedderEntry, EvaluatorEntry, JudgeEntry, LossEntry, ModelEntry, SourceEntry
 from .hookspecs import hookimpl
+from .refs import NestedComponent
 from .types import EvalResult, GenerationRequest, ImageRef, PreferencePair, SFTExample
 
 __all__ = [
+    "NestedComponent",
     "__version__",
     "hookimpl",
     "ComponentConfig",

@@ -423,7 +423,8 @@ def _resolve_ref(ref: _Ref, plugins: "Plugins") -> tuple[Optional[ResolvedCompon
         owner = exc.plugins[0] if len(exc.plugins) == 1 else None
         return None, [Problem(format_path((*ref.loc, "name")), str(exc), plugin=owner)]
     try:
-        config = entry.config.model_validate(parsed.config)
+        # Components named inside this config (mmalign_core.refs.NestedComponent) resolve with this manager.
+        config = entry.config.model_validate(parsed.config, context={"plugins": plugins})
     except ValidationError as exc:
         owner = entry.plugin or None
         return None, _validation_problems(exc, entry.config, parsed.config, (*ref.loc, "config"), owner)

@@ -103,9 +103,10 @@ def test_judge_reference_is_validated_against_the_registry(tmp_path: Path) -> No
                 "stages": [{"type": "evaluate", "evaluators": [{"name": "mmhal-bench", "config": {"judge": judge}}]}]}
 
     _, problems = check_spec(spec({"name": "scripted-judgee"}))
-    assert any(p.path == "stages[0].evaluators[0].config.judge.config" and "scripted-judge" in p.message for p in problems), problems
+    assert any(p.path == "stages[0].evaluators[0].config.judge" and "Did you mean 'scripted-judge'" in p.message for p in problems), problems
     _, problems = check_spec(spec({"name": "scripted-judge", "config": {"replys": {}}}))
-    assert any("invalid config for judge 'scripted-judge'" in p.message and "replys" in p.message for p in problems), problems
+    assert any("invalid config for judge 'evals:scripted-judge'" in p.message and "did you mean 'replies'" in p.message
+               for p in problems), problems
     # A valid reference resolves with the judge's defaults written out (what the manifest records).
     from mmalign_evals.config import MMHalConfig
 

@@ -138,7 +138,7 @@ def test_vlm_judge_with_a_model_component_on_the_tiny_llava(ctx, tiny_dir: Path)
     config = {"model": {"name": "tiny-llava", "config": {"path": str(tiny_dir)}}, "max_new_tokens": 4,
               "instructions": "Which response is right?"}
     judge = check_judge(entry, config, requests=[GenerationRequest("Hello?", [make_image_ref(0, 48)])], ctx=ctx)
-    assert judge.describe()["model"]["name"] == "tiny-llava"
+    assert judge.describe()["model"]["name"] == "tiny:tiny-llava"  # stored qualified
     item = Comparison(GenerationRequest("Describe.", [make_image_ref(0, 48)]), ["a red square.", "a blue square."])
     [v] = judge.compare([item], ctx)
     assert v.status in ("ok", "tie", "unparsable")  # a random model's reply; it must not crash

@@ -133,7 +133,7 @@ def test_nested_online_sources_and_bad_refs_are_refused() -> None:
         OnlineDPOConfig.model_validate({"prompts": {"name": "online-dpo", "config": {}}, "judge": {"name": "shapes-oracle"}})
     with pytest.raises(ValidationError, match="Did you mean|Unknown|unknown"):
         OnlineDPOConfig.model_validate({"prompts": {"name": "shapes-pairz"}, "judge": {"name": "shapes-oracle"}})
-    with pytest.raises(ValidationError, match="invalid config for judge 'vlm-judge'"):
+    with pytest.raises(ValidationError, match="invalid config for judge 'online:vlm-judge'"):
         OnlineDPOConfig.model_validate({"prompts": {"name": "shapes-pairs"}, "judge": {"name": "vlm-judge", "config": {"self": True, "model": {"name": "tiny-llava"}}}})
     with pytest.raises(ValidationError, match="capability 'pairs'"):
         MixedDPOConfig.model_validate({"base": {"name": "shapes-sft"}, "judge": {"name": "shapes-oracle"}})
@@ -141,4 +141,4 @@ def test_nested_online_sources_and_bad_refs_are_refused() -> None:
     assert cfg.prompts.config["n_pairs"] == 2000  # defaults written out
     assert cfg.judge.config["criterion"] == "hallucination-first"
     defaults = OnlineDPOConfig()  # the CPU demo: shapes prompts judged by the oracle
-    assert (defaults.prompts.name, defaults.judge.name) == ("shapes-pairs", "shapes-oracle")
+    assert (defaults.prompts.name, defaults.judge.name) == ("shapes:shapes-pairs", "online:shapes-oracle")  # stored qualified

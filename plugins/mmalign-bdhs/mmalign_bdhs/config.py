@@ -9,11 +9,11 @@ plugins while the config validates, so a typo is a spec error naming the install
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from mmalign_core import ComponentConfig
+from mmalign_core import ComponentConfig, NestedComponent
 
 #: The reference-code noise schedule (``linspace(-6, 6, 1000)``) or the paper's Eq. 8 (``-6 + 12k/1000``).
 NoiseSchedule = Literal["linspace", "paper"]
@@ -21,77 +21,35 @@ NoiseSchedule = Literal["linspace", "paper"]
 NoisePixels = Literal["clamp", "povid_exact"]
 
 
-def _plugins(info: ValidationInfo | None) -> Any:
-    context = info.context if info is not None else None
-    if isinstance(context, dict) and context.get("plugins") is not None:
-        return context["plugins"]
-    from mmalign_core.manager import get_plugins
-
-    return get_plugins()
-
-
-def _resolve(kind: str, name: str, info: ValidationInfo | None) -> Any:
-    from mmalign_core.errors import MmalignError
-
-    try:
-        return _plugins(info).resolve(kind, name)
-    except (MmalignError, LookupError) as exc:
-        raise ValueError(str(exc).replace("\n", "\n    ")) from None
-
-
-def _validated(entry: Any, config: dict[str, Any], info: ValidationInfo | None) -> dict[str, Any]:
-    try:
-        validated = entry.config.model_validate(config, context=info.context if info is not None else None)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<config>'}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise ValueError(f"invalid config for {entry.kind.replace('_', ' ')} {entry.qualified_name!r}: {problems}") from None
-    return validated.model_dump(mode="json")
-
-
-class SourceRef(ComponentConfig):
+class SourceRef(NestedComponent):
     """A static preference or SFT source whose prompts, images and chosen answers BDHS works from.
 
-    Validated against the installed plugins: the name must be a registered source with the ``pairs`` or
-    ``sft`` capability that is neither online nor generating (no BDHS inside BDHS), and ``config`` is
-    checked by that source's own config class (defaults are written out).
+    Validated against the installed plugins (see ``mmalign_core.refs``): the name must be a registered
+    source with the ``pairs`` or ``sft`` capability that is neither online nor generating (no BDHS inside
+    BDHS), and ``config`` is checked by that source's own config class (defaults are written out).
     """
+
+    kind: ClassVar[str] = "preference_source"
+    needs_any: ClassVar[tuple[str, ...]] = ("pairs", "sft")
+    refuses: ClassVar[tuple[str, ...]] = ("online",)
+    refuses_requires: ClassVar[tuple[str, ...]] = ("generate",)
+    usage: ClassVar[str] = "as a BDHS base (BDHS needs a static base source)"
 
     name: str = Field(description="Registered preference source (see `mmalign plugins`), or 'plugin:name'; stored qualified.")
     config: dict[str, Any] = Field(default_factory=dict, description="Settings of that source (validated by its config class).")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _resolve_base(cls, data: Any, info: ValidationInfo) -> Any:
-        if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not isinstance(data.get("config", {}), dict):
-            return data
-        entry = _resolve("preference_source", data["name"], info)
-        if not entry.capabilities & {"pairs", "sft"}:
-            raise ValueError(f"source {entry.qualified_name!r} offers neither 'pairs' nor 'sft'")
-        if "online" in entry.capabilities or "generate" in entry.requires:
-            raise ValueError(f"source {entry.qualified_name!r} is online or generates; BDHS needs a static base source")
-        return {**data, "name": entry.qualified_name, "config": _validated(entry, data.get("config", {}), info)}
 
 
 def _default_base() -> "SourceRef":
     return SourceRef.model_validate({"name": "shapes-pairs"})
 
 
-class EmbedderRef(ComponentConfig):
+class EmbedderRef(NestedComponent):
     """A sentence embedder (component kind ``embedder``) and its settings."""
+
+    kind: ClassVar[str] = "embedder"
 
     name: str = Field("minilm", description="Registered sentence embedder (see `mmalign plugins`), or 'plugin:name'; stored qualified.")
     config: dict[str, Any] = Field(default_factory=dict, description="Settings of that embedder (validated by its config class).")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _resolve_embedder(cls, data: Any, info: ValidationInfo) -> Any:
-        if not isinstance(data, dict):
-            return data
-        name = data.get("name", "minilm")
-        if not isinstance(name, str) or not isinstance(data.get("config", {}), dict):
-            return data
-        entry = _resolve("embedder", name, info)
-        return {**data, "name": entry.qualified_name, "config": _validated(entry, data.get("config", {}), info)}
 
 
 class NoiseSettings(ComponentConfig):

@@ -8,11 +8,11 @@ resolved against the installed plugins when the spec is validated.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal, Optional
+from typing import ClassVar, Literal, Optional
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from mmalign_core import ComponentConfig
+from mmalign_core import ComponentConfig, NestedComponent
 
 # ------------------------------------------------------------------------ metric names
 POPE_SPLITS: tuple[str, ...] = ("random", "popular", "adversarial")
@@ -38,47 +38,15 @@ SHORT_ANSWER = "{question}\nAnswer the question using a single word or phrase."
 
 
 # ------------------------------------------------------------------------- judge reference
-class JudgeRef(ComponentConfig):
+class JudgeRef(NestedComponent):
     """A judge component: a registered judge name and its configuration.
 
-    Validated against the installed plugins (``mmalign_core.manager.get_plugins``):
-    an unknown name or a config its judge rejects is a spec error. After
-    validation ``config`` holds the judge's full config, defaults written out.
+    Validated against the installed plugins (see ``mmalign_core.refs``): an unknown name or a config its
+    judge rejects is a spec error. After validation ``name`` is qualified and ``config`` holds the judge's
+    full config, defaults written out.
     """
 
-    name: str = Field(description="Registered judge name (see `mmalign plugins`), or 'plugin:name' to pick one provider.")
-    config: dict[str, Any] = Field(
-        default_factory=dict,
-        validate_default=True,
-        description="Settings checked against the judge's own config class (defaults filled in).",
-    )
-
-    @field_validator("config")
-    @classmethod
-    def _check_config(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        name = info.data.get("name")
-        if not name:
-            return value  # the name's own error is reported
-        entry = resolve_judge(name)
-        try:
-            validated = entry.config.model_validate(value)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or '<config>'}: {e['msg']}" for e in exc.errors(include_url=False)
-            )
-            raise ValueError(f"invalid config for judge {name!r}: {problems}") from None
-        return validated.model_dump(mode="json")
-
-
-def resolve_judge(name: str) -> Any:
-    """The judge entry registered as ``name`` (``ValueError`` naming the installed judges otherwise)."""
-    from mmalign_core.errors import MmalignError
-    from mmalign_core.manager import get_plugins
-
-    try:
-        return get_plugins().resolve("judge", name)
-    except (MmalignError, LookupError) as exc:
-        raise ValueError(str(exc)) from None
+    kind: ClassVar[str] = "judge"
 
 
 # --------------------------------------------------------------------------- common base

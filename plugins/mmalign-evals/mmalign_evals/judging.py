@@ -23,7 +23,7 @@ from mmalign_core.protocols import Context
 from mmalign_core.types import GenerationRequest
 
 from .common import MissingJudgeError
-from .config import JudgeRef, ScriptedJudgeConfig, resolve_judge
+from .config import JudgeRef, ScriptedJudgeConfig
 
 CACHE_FOLDER = "judge-cache"
 
@@ -39,7 +39,7 @@ def build_judge(ref: Optional[JudgeRef], evaluator: str) -> Any:
             f"{evaluator} is scored by a judge but its config has none: set \"judge\": {{\"name\": ..., \"config\": {{...}}}} "
             "in the evaluator's config (`mmalign plugins` lists the installed judges; 'scripted-judge' is a test double)"
         )
-    entry = resolve_judge(ref.name)
+    entry = ref.entry()
     judge = entry.build(ref.config)
     for method in ("complete", "describe"):
         if not callable(getattr(judge, method, None)):

@@ -9,14 +9,13 @@ training-time crash.
 """
 from __future__ import annotations
 
-import difflib
 import math
 from collections import Counter
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import Field, ValidationError, ValidationInfo, model_validator
+from pydantic import Field, model_validator
 
-from mmalign_core import ComponentConfig
+from mmalign_core import ComponentConfig, NestedComponent
 
 Reduction = Literal["sum", "mean"]
 Parametrisation = Literal["gpo", "trl"]
@@ -117,60 +116,21 @@ class SFTConfig(ComponentConfig):
 
 
 # ------------------------------------------------------------------------ weighted sum
-def _plugins_for(info: ValidationInfo | None) -> Any:
-    """The plugin manager to resolve term names with: ``context={"plugins": ...}`` or the process-wide one."""
-    context = info.context if info is not None else None
-    if isinstance(context, dict) and context.get("plugins") is not None:
-        return context["plugins"]
-    from mmalign_core.manager import get_plugins
-
-    return get_plugins()
-
-
-def _indent(text: str) -> str:
-    return text.replace("\n", "\n    ")
-
-
-class LossTermRef(ComponentConfig):
+class LossTermRef(NestedComponent):
     """A registered loss and its config, checked against that loss's config class when validated."""
+
+    kind: ClassVar[str] = "loss"
 
     name: str = Field(description="A registered loss name, or 'plugin:name' to pick one provider; stored qualified.")
     config: dict[str, Any] = Field(
         default_factory=dict, description="Settings of that loss (validated by its config class; defaults are filled in)."
     )
 
-    @model_validator(mode="before")
     @classmethod
-    def _resolve(cls, data: Any, info: ValidationInfo) -> Any:
-        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-            return data  # field validation reports the shape problem
-        config = data.get("config", {})
-        if not isinstance(config, dict):
-            return data
-        from mmalign_core.errors import ResolveError
-
-        plugins = _plugins_for(info)
-        try:
-            entry = plugins.resolve("loss", data["name"])
-        except ResolveError as exc:
-            raise ValueError(_indent(str(exc))) from None
+    def check_entry(cls, entry: Any) -> None:
         unknown = sorted(set(entry.requires) - {"reference", "rejected"})
         if unknown:
             raise ValueError(f"loss {entry.qualified_name!r} requires {', '.join(unknown)}, which a weighted sum cannot provide")
-        try:
-            validated = entry.config.model_validate(config, context=info.context)
-        except ValidationError as exc:
-            lines = []
-            for err in exc.errors(include_url=False):
-                where = ".".join(str(p) for p in err["loc"]) or "(config)"
-                message = err["msg"]
-                if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
-                    close = difflib.get_close_matches(str(err["loc"][0]), list(entry.config.model_fields), n=1)
-                    message = f"unknown field{f'; did you mean {close[0]!r}?' if close else ''}"
-                    message += f" (allowed: {', '.join(entry.config.model_fields)})"
-                lines.append(f"config.{where}: {message}")
-            raise ValueError(f"invalid config for loss {entry.qualified_name!r}: " + "; ".join(lines)) from None
-        return {**data, "name": entry.qualified_name, "config": validated.model_dump(mode="json")}
 
 
 class WeightedTerm(ComponentConfig):

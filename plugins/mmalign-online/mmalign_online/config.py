@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 
-from mmalign_core import ComponentConfig
+from mmalign_core import ComponentConfig, NestedComponent
 
 #: The paper's judge instructions, reworded (method spec 3.2). ``{...}`` placeholders are not allowed here.
 DEFAULT_INSTRUCTIONS = (
@@ -50,66 +50,8 @@ def check_template(value: str, fields: tuple[str, ...] = TEMPLATE_FIELDS) -> str
 
 
 # ------------------------------------------------------------------------ component references
-def resolve_entry(kind: str, name: str) -> Any:
-    """The entry registered as ``name`` for ``kind`` (``ValueError`` naming the installed ones otherwise)."""
-    from mmalign_core.errors import MmalignError
-    from mmalign_core.manager import get_plugins
-
-    try:
-        return get_plugins().resolve(kind, name)
-    except (MmalignError, LookupError) as exc:
-        raise ValueError(str(exc)) from None
-
-
-class _Ref(ComponentConfig):
-    """A reference to a registered component: its name and its config (validated against the registry)."""
-
-    kind: ClassVar[str] = ""
-    #: At least one of these capabilities is required of the referenced component (empty: any).
-    needs_any: ClassVar[tuple[str, ...]] = ()
-    #: None of these capabilities may be present.
-    refuses: ClassVar[tuple[str, ...]] = ()
-
-    name: str = Field(description="Registered component name (see `mmalign plugins`), or 'plugin:name' to pick one provider.")
-    config: dict[str, Any] = Field(
-        default_factory=dict,
-        validate_default=True,
-        description="Settings checked against the component's own config class (defaults filled in).",
-    )
-
-    @field_validator("config")
-    @classmethod
-    def _check_config(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        name = info.data.get("name")
-        if not name:
-            return value  # the name's own error is reported
-        entry = resolve_entry(cls.kind, name)
-        caps = set(entry.capabilities)
-        if cls.needs_any and not caps & set(cls.needs_any):
-            wanted = " or ".join(repr(c) for c in cls.needs_any)
-            raise ValueError(f"{cls.kind.replace('_', ' ')} {name!r} cannot be used here: it needs capability {wanted} "
-                             f"(it has: {', '.join(sorted(caps)) or 'none'})")
-        bad = caps & set(cls.refuses)
-        if bad:
-            raise ValueError(f"{cls.kind.replace('_', ' ')} {name!r} cannot be used here: it is {', '.join(sorted(bad))} "
-                             "(nesting online sources is not supported)")
-        try:
-            validated = entry.config.model_validate(value)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or '<config>'}: {e['msg']}" for e in exc.errors(include_url=False)
-            )
-            raise ValueError(f"invalid config for {cls.kind.replace('_', ' ')} {name!r}: {problems}") from None
-        return validated.model_dump(mode="json")
-
-    def entry(self) -> Any:
-        """The registry entry this reference names."""
-        return resolve_entry(self.kind, self.name)
-
-    def build(self) -> Any:
-        """Build the referenced component."""
-        entry = self.entry()
-        return entry.build(self.config)
+class _Ref(NestedComponent):
+    """A reference to a registered component: its name and its config (see mmalign_core.refs)."""
 
 
 class JudgeRef(_Ref):
@@ -130,6 +72,7 @@ class PromptSourceRef(_Ref):
     kind: ClassVar[str] = "preference_source"
     needs_any: ClassVar[tuple[str, ...]] = ("pairs", "sft")
     refuses: ClassVar[tuple[str, ...]] = ("online",)
+    usage: ClassVar[str] = "here (nesting online sources is not supported)"
 
 
 class PairSourceRef(_Ref):
@@ -138,6 +81,7 @@ class PairSourceRef(_Ref):
     kind: ClassVar[str] = "preference_source"
     needs_any: ClassVar[tuple[str, ...]] = ("pairs",)
     refuses: ClassVar[tuple[str, ...]] = ("online",)
+    usage: ClassVar[str] = "here (nesting online sources is not supported)"
 
 
 # --------------------------------------------------------------------------- generation engine
@@ -434,5 +378,4 @@ __all__ = [
     "ShapesOracleConfig",
     "VLMJudgeConfig",
     "check_template",
-    "resolve_entry",
 ]
