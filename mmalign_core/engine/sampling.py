@@ -36,10 +36,41 @@ def _base(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+#: Generation-config settings the lean loop does not implement, with their neutral values: a checkpoint
+#: whose generation_config sets one of them decodes through ``generate``, which applies it.
+UNSUPPORTED_GENERATION_SETTINGS: dict[str, Any] = {
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "min_new_tokens": None,
+    "min_length": 0,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "sequence_bias": None,
+    "exponential_decay_length_penalty": None,
+}
+
+
+def _unsupported_settings(base: Any) -> list[str]:
+    gen = getattr(base, "generation_config", None)
+    if gen is None:
+        return []
+    out = []
+    for key, neutral in UNSUPPORTED_GENERATION_SETTINGS.items():
+        value = getattr(gen, key, neutral)
+        if value not in (neutral, None) and not (isinstance(value, (list, tuple, dict)) and not value):
+            out.append(key)
+    return out
+
+
 def decode_parts(model: Any) -> Optional[tuple[Any, Any, str]]:
     """(decoder, output head, name of the decoder's cache argument) when the lean loop applies, else None."""
     base = _base(model)
     if getattr(base.config, "model_type", None) not in FAST_DECODE_MODEL_TYPES:
+        return None
+    if _unsupported_settings(base):
         return None
     get_decoder = getattr(base, "get_decoder", None)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None

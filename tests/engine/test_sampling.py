@@ -123,3 +123,20 @@ def test_sampled_answers_are_scored_as_the_tokens_sampled(tiny_model, tiny_dir) 
     assert all(ref.answer_tokens(t) == m.answer_tokens(t) for t in texts if t)
     # What is unsafe to remember is refused.
     assert not m.remember_answer_tokens("x", [m.image_token_id]) and not m.remember_answer_tokens("", [5])
+
+
+def test_a_generation_config_the_loop_does_not_implement_falls_back_to_generate(tiny_model) -> None:
+    m = tiny_model
+    assert decode_parts(m.model) is not None
+    m.model.generation_config.repetition_penalty = 1.3
+    assert decode_parts(m.model) is None  # generate() applies the penalty; the lean loop would not
+    reqs = _requests(2)
+    inputs = m._generation_inputs(reqs)
+    width = inputs["input_ids"].shape[1]
+    expected = m.model.generate(**inputs, max_new_tokens=6, do_sample=False, pad_token_id=m.pad_token_id,
+                                eos_token_id=m.eos_token_id, bad_words_ids=[[m.image_token_id]],
+                                temperature=None, top_p=None, top_k=None)[:, width:]
+    got = m.sample_tokens(reqs, n=1, max_new_tokens=6, do_sample=False)
+    assert torch.equal(got, expected)
+    m.model.generation_config.repetition_penalty = 1.0
+    assert decode_parts(m.model) is not None
