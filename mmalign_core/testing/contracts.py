@@ -631,6 +631,27 @@ def _eval_result_problems(result: EvalResult, declared: tuple[str, ...]) -> list
 
 
 # --------------------------------------------------------------------------- judge
+def _check_identity(component: Any, findings: _Findings, keyed: str) -> None:
+    """``describe()``: a JSON-serialisable dict, the same on a second call (it keys ``keyed``)."""
+    try:
+        identity = component.describe()
+    except Exception as exc:  # noqa: BLE001
+        raise findings.fatal(f"describe() raised {_describe(exc)}") from exc
+    if not isinstance(identity, dict):
+        findings.add(f"describe() must return a dict, got {type(identity).__name__}")
+        return
+    try:
+        json.dumps(identity)
+    except (TypeError, ValueError) as exc:
+        findings.add(f"describe() does not serialise to JSON: {_describe(exc)}")
+    try:
+        again = component.describe()
+    except Exception as exc:  # noqa: BLE001
+        again = exc
+    if again != identity:
+        findings.add(f"describe() is not stable: two calls returned different identities ({keyed} would never hit)")
+
+
 def check_judge(
     entry: ComponentEntry,
     config: ConfigLike = None,
@@ -666,23 +687,7 @@ def check_judge(
             f"the factory returned a {type(judge).__name__} without "
             + " and ".join(f"a {m}({'requests, ctx' if m == 'complete' else ''}) method" for m in missing)
         )
-    try:
-        identity = judge.describe()
-    except Exception as exc:  # noqa: BLE001
-        raise findings.fatal(f"describe() raised {_describe(exc)}") from exc
-    if not isinstance(identity, dict):
-        findings.add(f"describe() must return a dict, got {type(identity).__name__}")
-    else:
-        try:
-            json.dumps(identity)
-        except (TypeError, ValueError) as exc:
-            findings.add(f"describe() does not serialise to JSON: {_describe(exc)}")
-        try:
-            again = judge.describe()
-        except Exception as exc:  # noqa: BLE001
-            again = exc
-        if again != identity:
-            findings.add("describe() is not stable: two calls returned different identities (judge caches would never hit)")
+    _check_identity(judge, findings, "judge caches")
     if requests is not None:
         requests = list(requests)
         try:
@@ -743,20 +748,7 @@ def check_embedder(entry: ComponentEntry, config: ConfigLike = None, *, texts: O
     missing = [m for m in ("embed", "describe") if not callable(getattr(emb, m, None))]
     if missing:
         raise findings.fatal(f"the factory returned a {type(emb).__name__} without " + " and ".join(f"a {m}() method" for m in missing))
-    try:
-        identity = emb.describe()
-        again = emb.describe()
-    except Exception as exc:  # noqa: BLE001
-        raise findings.fatal(f"describe() raised {_describe(exc)}") from exc
-    if not isinstance(identity, dict):
-        findings.add(f"describe() must return a dict, got {type(identity).__name__}")
-    else:
-        try:
-            json.dumps(identity)
-        except (TypeError, ValueError) as exc:
-            findings.add(f"describe() does not serialise to JSON: {_describe(exc)}")
-        if again != identity:
-            findings.add("describe() is not stable: two calls returned different identities (caches keyed by it would never hit)")
+    _check_identity(emb, findings, "caches keyed by it")
     texts = list(texts if texts is not None else EMBEDDER_PROBE_TEXTS)
     try:
         rows = np.asarray(emb.embed(texts))
