@@ -20,13 +20,11 @@ import copy
 from collections import OrderedDict
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..protocols import PairLogps
 from ..types import GenerationRequest, ImageRef, PreferencePair, SFTExample
