@@ -10,6 +10,12 @@ from pathlib import Path
 import pytest
 
 
+def _failure(stderr: str) -> str:
+    """What a failed torchrun printed: each rank's error lines first (the launcher's own traceback is long)."""
+    errors = [line for line in stderr.splitlines() if "Error" in line or "error:" in line]
+    return "\n".join(errors[:40]) + "\n---- tail ----\n" + stderr[-3000:]
+
+
 def _free_port() -> str:
     """A TCP port nobody listens on now (a fixed one can be held by a lingering process)."""
     import socket
@@ -48,7 +54,7 @@ def test_two_gloo_processes_match_one(tmp_path: Path, mmalign_cache: Path) -> No
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port(),
                           "-m", "mmalign_core.cli", "run", str(spec), "--output-dir", str(tmp_path / "two")],
                          capture_output=True, text=True, env=env, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.returncode == 0, _failure(two.stderr)
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["processes"] == 2
     for stage in ("0-sft", "1-align"):
@@ -88,7 +94,7 @@ def test_offline_bdhs_is_generated_once_under_two_processes(tmp_path: Path, mmal
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port(),
                            "-m", "mmalign_core.cli", "run", str(path), "--output-dir", str(tmp_path / "out")],
                           capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, _failure(done.stderr)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     stats = manifest["stages"][0]["data"]["stats"]
     rows = [json.loads(x) for x in Path(stats["dataset"]).read_text().splitlines()]
