@@ -16,6 +16,29 @@ def _failure(stderr: str) -> str:
     return "\n".join(errors[:40]) + "\n---- tail ----\n" + stderr[-3000:]
 
 
+def _torchrun(args: list[str], env: dict, out_dir: Path) -> subprocess.CompletedProcess:
+    """torchrun with two processes; one retry when the only errors are gloo's TCP transport on localhost.
+
+    Gloo's localhost transport occasionally drops a connection on a loaded machine ("Connection closed
+    by peer" at the first collective; PyTorch marks its own gloo tests flaky for it). Any other error
+    fails at once.
+    """
+    import shutil
+    import warnings
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port(),
+           "-m", "mmalign_core.cli", "run", *args, "--output-dir", str(out_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    errors = [line for line in done.stderr.splitlines() if ("Error" in line or "error:" in line)
+              and "ChildFailedError" not in line]
+    if done.returncode != 0 and errors and all("gloo/transport/tcp" in line for line in errors):
+        warnings.warn("torchrun hit a gloo transport error; retrying once:\n" + "\n".join(errors[:5]))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        cmd[cmd.index("--master_port") + 1] = _free_port()
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    return done
+
+
 def _free_port() -> str:
     """A TCP port nobody listens on now (a fixed one can be held by a lingering process)."""
     import socket
@@ -51,9 +74,7 @@ def test_two_gloo_processes_match_one(tmp_path: Path, mmalign_cache: Path) -> No
     one = subprocess.run([sys.executable, "-m", "mmalign_core.cli", "run", str(spec), "--output-dir", str(tmp_path / "one")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port(),
-                          "-m", "mmalign_core.cli", "run", str(spec), "--output-dir", str(tmp_path / "two")],
-                         capture_output=True, text=True, env=env, timeout=600)
+    two = _torchrun([str(spec)], env, tmp_path / "two")
     assert two.returncode == 0, _failure(two.stderr)
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["processes"] == 2
@@ -91,9 +112,7 @@ def test_offline_bdhs_is_generated_once_under_two_processes(tmp_path: Path, mmal
     path.write_text(json.dumps(spec))
     # A fresh cache, so the BDHS answers are generated in this run.
     env = {**os.environ, "MMALIGN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "MMALIGN_PROGRESS": "0"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port(),
-                           "-m", "mmalign_core.cli", "run", str(path), "--output-dir", str(tmp_path / "out")],
-                          capture_output=True, text=True, env=env, timeout=600)
+    done = _torchrun([str(path)], env, tmp_path / "out")
     assert done.returncode == 0, _failure(done.stderr)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     stats = manifest["stages"][0]["data"]["stats"]
