@@ -56,9 +56,19 @@ def _tile(out: Any, copies: int) -> Any:
     return out
 
 
-def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) per position: the target's logit minus the log-partition (no [.., V] log-softmax copy)."""
-    return torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+def _token_logps(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log p(target) where ``mask`` is set, 0 elsewhere (shape of ``targets``).
+
+    Only the masked positions' rows of ``logits`` enter the softmax, through ``cross_entropy``, whose
+    log-softmax and its backward are one fused kernel each: a gather minus ``logsumexp`` over every
+    position costs several passes over the whole ``[.., V]`` block, forward and backward.
+    """
+    out = torch.zeros(targets.shape, dtype=torch.float32, device=logits.device)
+    where = mask.nonzero(as_tuple=True)
+    if where[0].numel():
+        picked = logits[where]  # [M, V]
+        out = out.index_put(where, -torch.nn.functional.cross_entropy(picked.float(), targets[where], reduction="none"))
+    return out
 
 
 def _load_images(refs: Sequence[ImageRef]) -> list:
@@ -305,10 +315,10 @@ class HFVisionLanguageModel:
         lo = max(int(starts.min()) - 1, 0) if self._keeps_logits() and bool(resp.any(dim=1).all()) else 0
         kwargs = {"logits_to_keep": width - lo} if lo > 0 else {}
         out = self.forward_module(**inputs, use_cache=False, **kwargs)
-        logits = out.logits[:, :-1, :].float()  # positions lo .. width-2 predict lo+1 .. width-1
+        logits = out.logits[:, :-1, :]  # positions lo .. width-2 predict lo+1 .. width-1
         targets = inputs["input_ids"][:, lo + 1 :]
         mask = resp[:, lo + 1 :].to(self.device)
-        logp = _token_logps(logits, targets) * mask
+        logp = _token_logps(logits, targets, mask)
         return logp.sum(-1), mask.sum(-1)
 
     def pair_logps(self, pairs: Sequence[PreferencePair], *, with_rejected: bool = True) -> PairLogps:
@@ -428,25 +438,25 @@ class HFVisionLanguageModel:
         lo = min(len(p) for p in prompt_ids) - 1 if self._keeps_logits() else 0
         kwargs = {"logits_to_keep": width - lo} if lo > 0 else {}
         with self._shared_vision(1):
-            logits = self.forward_module(**inputs, use_cache=False, **kwargs).logits.float()
-        lse = logits.logsumexp(-1)
-        sums, counts = [], []
-        rows_idx = torch.arange(b, device=self.device)[:, None]
-        for j in range(k):
-            longest = max(sp[j][1] for sp in spans)
-            src = torch.zeros((b, longest), dtype=torch.long)
-            tgt = torch.zeros((b, longest), dtype=torch.long)
-            valid = torch.zeros((b, longest), dtype=torch.bool)
-            for i, sp in enumerate(spans):
-                start, n = sp[j]
-                n_prompt = len(prompt_ids[i])
-                src[i, :n] = torch.tensor([n_prompt - 1] + list(range(start, start + n - 1)))
-                tgt[i, :n] = input_ids[i, start : start + n]
-                valid[i, :n] = True
-            src, tgt, valid = (src - lo).clamp(min=0).to(self.device), tgt.to(self.device), valid.to(self.device)
-            tok = (logits[rows_idx, src, tgt] - lse[rows_idx, src]) * valid
-            sums.append(tok.sum(-1)); counts.append(valid.sum(-1))
-        return torch.cat(sums), torch.cat(counts)
+            logits = self.forward_module(**inputs, use_cache=False, **kwargs).logits
+        # Per block j, row i, answer token t: the position that predicts it and the token itself.
+        longest = max(n for sp in spans for _, n in sp)
+        src = torch.zeros((k, b, longest), dtype=torch.long)
+        tgt = torch.zeros((k, b, longest), dtype=torch.long)
+        valid = torch.zeros((k, b, longest), dtype=torch.bool)
+        for i, sp in enumerate(spans):
+            n_prompt = len(prompt_ids[i])
+            for j, (start, n) in enumerate(sp):
+                src[j, i, :n] = torch.tensor([n_prompt - 1] + list(range(start, start + n - 1)))
+                tgt[j, i, :n] = input_ids[i, start : start + n]
+                valid[j, i, :n] = True
+        src, tgt, valid = (src - lo).clamp(min=0).to(self.device), tgt.to(self.device), valid.to(self.device)
+        rows_idx = torch.arange(b, device=self.device)[None, :, None].expand_as(src)
+        where = valid.nonzero(as_tuple=True)
+        picked = logits[rows_idx[where], src[where]]  # [answer tokens, V]: only what is scored enters the softmax
+        tok = torch.zeros((k, b, longest), dtype=torch.float32, device=self.device)
+        tok = tok.index_put(where, -torch.nn.functional.cross_entropy(picked.float(), tgt[where], reduction="none"))
+        return tok.sum(-1).flatten(), valid.sum(-1).flatten()
 
     #: Model types whose vision tower takes images stacked along dim 0 (verified by tests), so a
     #: tiled batch can be encoded from its first copy. Family adapters may extend this.

@@ -1,6 +1,7 @@
 """The lean decoding loop (mmalign_core.engine.sampling) against transformers' generate and the sampling maths."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mmalign_core.engine.sampling import _choose, decode_parts, fast_sample
@@ -140,3 +141,121 @@ def test_a_generation_config_the_loop_does_not_implement_falls_back_to_generate(
     assert torch.equal(got, expected)
     m.model.generation_config.repetition_penalty = 1.0
     assert decode_parts(m.model) is not None
+
+
+def _with_text_model(m, text_type: str, **overrides):
+    """``m`` rebuilt with a random-weight text model of another Llama-style family (same sizes and vocabulary)."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, MistralConfig, Qwen2Config
+
+    from mmalign_core.engine.hf_vlm import HFVisionLanguageModel
+
+    if text_type == "llama":
+        return m
+    t = m.model.config.text_config
+    common = dict(vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
+                  num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
+                  num_key_value_heads=t.num_key_value_heads, max_position_embeddings=t.max_position_embeddings,
+                  bos_token_id=t.bos_token_id, eos_token_id=t.eos_token_id, pad_token_id=t.pad_token_id)
+    text = (MistralConfig if text_type == "mistral" else Qwen2Config)(**common, **overrides)
+    cfg = m.model.config.to_dict()
+    cfg["text_config"] = text.to_dict()
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(LlavaConfig(**cfg))
+    model.generation_config.pad_token_id = m.pad_token_id
+    model.generation_config.eos_token_id = m.eos_token_id
+    return HFVisionLanguageModel(model, m.processor, max_length=m.max_length)
+
+
+def _count_lean_steps(monkeypatch) -> list[int]:
+    from mmalign_core.engine import sampling
+
+    calls = [0]
+    original = sampling.LeanDecoder.step
+
+    def step(self, *a, **k):
+        calls[0] += 1
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(sampling.LeanDecoder, "step", step)
+    return calls
+
+
+@pytest.mark.parametrize("text_type", ["llama", "mistral", "qwen2", "llama-lora"])
+def test_the_lean_decoder_equals_the_models_own_decoder(tiny_model, text_type, monkeypatch) -> None:
+    """Sampled and greedy tokens through LeanDecoder equal those through the decoder's forward + DynamicCache,
+    with several samples per prompt, left padding and rows stopping at different steps."""
+    m = _with_text_model(tiny_model, text_type.removesuffix("-lora"))
+    if text_type.endswith("-lora"):  # LoRA layers in place of the projections, with non-zero updates
+        m.enable_lora(r=4, alpha=8, dropout=0.0, target_modules=r".*language_model.*\.(q_proj|v_proj|down_proj)$")
+        with torch.no_grad():
+            for name, p in m.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5)
+    calls = _count_lean_steps(monkeypatch)
+    inputs = m._generation_inputs(_requests(6))
+    kw = dict(max_new_tokens=12, banned=[m.image_token_id], pad_token_id=m.pad_token_id)
+    # Stop at the token sampled most often after the first step, so rows stop at different steps.
+    torch.manual_seed(7)
+    free = fast_sample(m.model, inputs, n=3, do_sample=True, lean_decoding=False, **kw)
+    kw["stop"] = [int(free[:, 1:].flatten().mode().values)]
+    for do_sample, n in ((True, 3), (False, 1)):
+        torch.manual_seed(7)
+        lean = fast_sample(m.model, inputs, n=n, do_sample=do_sample, **kw)
+        steps = calls[0]
+        torch.manual_seed(7)
+        plain = fast_sample(m.model, inputs, n=n, do_sample=do_sample, lean_decoding=False, **kw)
+        assert calls[0] == steps > 0  # the lean path ran, the plain one did not
+        assert torch.equal(lean, plain)
+        if do_sample:
+            assert (lean[:, -1] == m.pad_token_id).any()  # some rows stopped early (and left the batch)
+        calls[0] = 0
+
+
+def test_lean_decoder_hidden_states_match_the_decoder(tiny_model) -> None:
+    from transformers import DynamicCache
+
+    from mmalign_core.engine.sampling import LeanDecoder
+
+    m = _with_text_model(tiny_model, "qwen2")  # q/k/v biases, grouped key/value heads
+    inputs = m._generation_inputs(_requests(4))
+    attn = inputs["attention_mask"]
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    decoder = m.model.get_decoder()
+    with torch.no_grad():
+        out = m.model(**inputs, position_ids=pos, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        lean = LeanDecoder.build(decoder, cache, attn, copies=1, max_new_tokens=3)
+        assert lean is not None
+        assert isinstance(cache, DynamicCache)
+        tok, nxt, mask = torch.tensor([10, 11, 12, 13]), attn.sum(-1), attn
+        for _ in range(3):
+            mask = torch.cat([mask, mask.new_ones((4, 1))], dim=1)
+            want = decoder(input_ids=tok[:, None], attention_mask=mask, position_ids=nxt[:, None], use_cache=True,
+                           past_key_values=cache).last_hidden_state
+            got = lean.step(tok, nxt)
+            assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+            tok, nxt = tok + 1, nxt + 1
+
+
+def test_the_lean_decoder_steps_aside_where_it_would_differ(tiny_model) -> None:
+    from mmalign_core.engine.sampling import LeanDecoder
+
+    m = tiny_model
+    decoder = m.model.get_decoder()
+    assert LeanDecoder.eligible(decoder, 100) is not None
+    handle = decoder.register_forward_pre_hook(lambda mod, args: None)  # e.g. BDHS's zeroed embeddings
+    assert LeanDecoder.eligible(decoder, 100) is None
+    handle.remove()
+    text = m.model.config.text_config
+    original = text._attn_implementation
+    text._attn_implementation = "mmalign_bdhs_keymask"  # BDHS's key mask routes attention elsewhere
+    try:
+        assert LeanDecoder.eligible(decoder, 100) is None
+    finally:
+        text._attn_implementation = original
+    mistral = _with_text_model(m, "mistral", sliding_window=8)
+    assert LeanDecoder.eligible(mistral.model.get_decoder(), 100) is None  # the window would cut the context
+    assert LeanDecoder.eligible(mistral.model.get_decoder(), 8) is not None
+    # A short window still decodes (through the decoder's forward), and bans the image token.
+    out = mistral.sample_tokens(_requests(2), n=2, max_new_tokens=4, do_sample=True)
+    assert out.shape == (4, 4) and not (out == m.image_token_id).any()
