@@ -24,7 +24,9 @@ Both sides, in one invocation, each arm in its own subprocess, repeats interleav
 
 Throughput is measured from the end of step 1 to the end of the last step, from per-step timestamps
 (TRL: ``on_step_end``; mmalign: the training loop's per-step metrics callback), so one-off warm-up counts
-for neither. "samples/s" counts generated responses (2 per prompt).
+for neither. "samples/s" counts generated responses (2 per prompt) per second of the whole loop; "gen
+samples/s" per second spent generating (TRL: ``_generate``, from the prompts to the decoded texts, its
+processor call included; mmalign: the online engine's ``generate``, the same span), steps 2 onward.
 """
 from __future__ import annotations
 
@@ -163,6 +165,17 @@ def _run_mmalign(args: argparse.Namespace, folder: Path, prompts: list, files: P
         raise SystemExit("the local source changed the prompt order; the two sides would not see the same prompts")
     stamps: list[float] = []
     kept: list[float] = []
+    gen_times: list[float] = []
+    generate = source.engine.generate
+
+    def timed_generate(*a, **k):  # the same span as TRL's _generate: prompts in, texts out
+        t = time.perf_counter()
+        try:
+            return generate(*a, **k)
+        finally:
+            gen_times.append(time.perf_counter() - t)
+
+    source.engine.generate = timed_generate
 
     def on_metrics(step: int, row: dict) -> None:
         stamps.append(time.perf_counter())
@@ -176,7 +189,7 @@ def _run_mmalign(args: argparse.Namespace, folder: Path, prompts: list, files: P
     total = time.perf_counter() - t0
     steps_logged = len(stamps)
     return {"seconds": stamps[-1] - stamps[0], "timed_steps": steps_logged - 1, "total_seconds": total,
-            "pairs_trained": sum(kept[1:]), "gen_seconds": source.totals.get("gen_seconds", 0.0)}
+            "pairs_trained": sum(kept[1:]), "gen_seconds": sum(gen_times[1:])}
 
 
 def _run_trl(args: argparse.Namespace, folder: Path, prompts: list, files: Path) -> dict:
@@ -217,9 +230,18 @@ def _run_trl(args: argparse.Namespace, folder: Path, prompts: list, files: Path)
         max_length=4096,
     )
 
+    gen_times: list[float] = []
+
     class Sequential(OnlineDPOTrainer):
         def _get_train_sampler(self, *a, **k):  # same prompts, same order as mmalign
             return SequentialSampler(self.train_dataset)
+
+        def _generate(self, *a, **k):  # processor call + generate + decoding, per step
+            t = time.perf_counter()
+            try:
+                return super()._generate(*a, **k)
+            finally:
+                gen_times.append(time.perf_counter() - t)
 
     stamps: list[float] = []
 
@@ -233,7 +255,7 @@ def _run_trl(args: argparse.Namespace, folder: Path, prompts: list, files: Path)
     t0 = time.perf_counter()
     trainer.train()
     return {"seconds": stamps[-1] - stamps[0], "timed_steps": len(stamps) - 1, "total_seconds": time.perf_counter() - t0,
-            "pairs_trained": sum(trained[1:])}
+            "pairs_trained": sum(trained[1:]), "gen_seconds": sum(gen_times[1:])}
 
 
 def arm_main(args: argparse.Namespace) -> dict:
@@ -286,12 +308,16 @@ def main() -> None:
         results[arm] = dict(rs[len(rs) // 2], all_seconds=[round(r["seconds"], 3) for r in runs[arm]])
     print(f"tiny LLaVA ({args.model or 'default random weights'}), {args.steps} steps x {args.batch} prompts x 2 samples, "
           f"{args.max_new_tokens} new tokens, T 1.0, judge '{args.judge}', {args.threads} thread(s)")
-    print(f"{'arm':<10}{'steps/s':>9}{'samples/s':>11}{'pairs/s':>9}{'vs trl':>8}{'peak RSS MB':>13}{'loop s':>8}")
+    print(f"{'arm':<10}{'steps/s':>9}{'samples/s':>11}{'pairs/s':>9}{'vs trl':>8}{'gen samples/s':>15}{'vs trl':>8}"
+          f"{'peak RSS MB':>13}{'loop s':>8}")
     base = results["trl"]["timed_steps"] / results["trl"]["seconds"]
+    gen_base = results["trl"]["timed_steps"] / results["trl"]["gen_seconds"]
     for arm, r in results.items():
         steps_s = r["timed_steps"] / r["seconds"]
+        gen_s = r["timed_steps"] / r["gen_seconds"]  # generation calls per second of generation time
         print(f"{arm:<10}{steps_s:>9.2f}{2 * args.batch * steps_s:>11.1f}{r['pairs_trained'] / r['seconds']:>9.1f}"
-              f"{steps_s / base:>7.2f}x{r['peak_rss_mb']:>13.0f}{r['total_seconds']:>8.1f}")
+              f"{steps_s / base:>7.2f}x{2 * args.batch * gen_s:>15.1f}{gen_s / gen_base:>7.2f}x"
+              f"{r['peak_rss_mb']:>13.0f}{r['total_seconds']:>8.1f}")
     print(f"median of {args.repeat} interleaved runs per arm (by seconds per step); timed seconds per run: "
           + "; ".join(f"{a} {r['all_seconds']}" for a, r in results.items()))
 
