@@ -406,32 +406,36 @@ class HFVisionLanguageModel:
         prompt_ids, image_inputs = self._prompt_batch([p.prompt for p in pairs], [p.images for p in pairs])
         b, k = len(pairs), len(blocks)
         rows: list[list[int]] = []
-        positions: list[list[int]] = []
+        segs: list[list[int]] = []  # per token: 0 prompt, j + 1 answer j
         spans: list[list[tuple[int, int]]] = []  # per row: (start, length) of each answer
         for i, p in enumerate(pairs):
             n_prompt = len(prompt_ids[i])
-            seq, pos, sp = list(prompt_ids[i]), list(range(n_prompt)), []
-            for suffix, answers in blocks:
+            seq, seg, sp = list(prompt_ids[i]), [0] * n_prompt, []
+            for j, (suffix, answers) in enumerate(blocks):
                 a_ids = self._answer_ids(answers[i])
                 self._check_length(n_prompt + len(a_ids), f"sample {p.id}{suffix}")
                 sp.append((len(seq), len(a_ids)))
                 seq += a_ids
-                pos += range(n_prompt, n_prompt + len(a_ids))
-            rows.append(seq); positions.append(pos); spans.append(sp)
+                seg += [j + 1] * len(a_ids)
+            rows.append(seq); segs.append(seg); spans.append(sp)
         width = max(len(r) for r in rows)
         input_ids = torch.full((b, width), self.pad_token_id, dtype=torch.long)
-        position_ids = torch.zeros((b, width), dtype=torch.long)
-        mask = torch.zeros((b, width, width), dtype=torch.bool)
-        for i, (r, pos, sp) in enumerate(zip(rows, positions, spans)):
-            n_prompt = len(prompt_ids[i])
+        seg_t = torch.full((b, width), -1, dtype=torch.long)  # -1: padding
+        for i, (r, sg) in enumerate(zip(rows, segs)):
             input_ids[i, : len(r)] = torch.tensor(r)
-            position_ids[i, : len(r)] = torch.tensor(pos)
-            mask[i, :n_prompt, :n_prompt] = torch.tril(torch.ones(n_prompt, n_prompt, dtype=torch.bool))
-            for start, n in sp:
-                mask[i, start : start + n, :n_prompt] = True
-                mask[i, start : start + n, start : start + n] = torch.tril(torch.ones(n, n, dtype=torch.bool))
-            pad = torch.arange(len(r), width)
-            mask[i, pad, pad] = True  # padding attends to itself only (keeps softmax finite)
+            seg_t[i, : len(sg)] = torch.tensor(sg)
+        n_prompts = torch.tensor([len(x) for x in prompt_ids])
+        idx = torch.arange(width)
+        # An answer token's position continues from the prompt's end: index minus the answers before it.
+        starts = torch.tensor([[st for st, _ in sp] for sp in spans])  # [b, k]
+        own_start = starts.gather(1, (seg_t - 1).clamp(min=0))  # start of each token's own answer
+        position_ids = torch.where(seg_t > 0, n_prompts[:, None] + idx - own_start, idx)
+        position_ids = torch.where(seg_t < 0, 0, position_ids)
+        q_seg, k_seg = seg_t[:, :, None], seg_t[:, None, :]
+        causal = idx[None, :, None] >= idx[None, None, :]
+        # Prompt keys: seen causally by the prompt and by every answer; answer keys: by their own answer only.
+        mask = causal & (q_seg >= 0) & ((k_seg == 0) | (k_seg == q_seg))
+        mask |= (q_seg < 0) & torch.eye(width, dtype=torch.bool)[None]  # padding attends to itself only (finite softmax)
         inputs = self._to_device({"input_ids": input_ids, "position_ids": position_ids, **image_inputs})
         inputs["attention_mask"] = mask[:, None].to(self.device)
         # Logits only from the earliest prompt end of the batch on (every predicting position is there).
@@ -439,24 +443,18 @@ class HFVisionLanguageModel:
         kwargs = {"logits_to_keep": width - lo} if lo > 0 else {}
         with self._shared_vision(1):
             logits = self.forward_module(**inputs, use_cache=False, **kwargs).logits
-        # Per block j, row i, answer token t: the position that predicts it and the token itself.
-        longest = max(n for sp in spans for _, n in sp)
-        src = torch.zeros((k, b, longest), dtype=torch.long)
-        tgt = torch.zeros((k, b, longest), dtype=torch.long)
-        valid = torch.zeros((k, b, longest), dtype=torch.bool)
-        for i, sp in enumerate(spans):
-            n_prompt = len(prompt_ids[i])
-            for j, (start, n) in enumerate(sp):
-                src[j, i, :n] = torch.tensor([n_prompt - 1] + list(range(start, start + n - 1)))
-                tgt[j, i, :n] = input_ids[i, start : start + n]
-                valid[j, i, :n] = True
-        src, tgt, valid = (src - lo).clamp(min=0).to(self.device), tgt.to(self.device), valid.to(self.device)
-        rows_idx = torch.arange(b, device=self.device)[None, :, None].expand_as(src)
-        where = valid.nonzero(as_tuple=True)
-        picked = logits[rows_idx[where], src[where]]  # [answer tokens, V]: only what is scored enters the softmax
-        tok = torch.zeros((k, b, longest), dtype=torch.float32, device=self.device)
-        tok = tok.index_put(where, -torch.nn.functional.cross_entropy(picked.float(), tgt[where], reduction="none"))
-        return tok.sum(-1).flatten(), valid.sum(-1).flatten()
+        # Every answer token: its row, column, block and the position that predicts it (the prompt's last
+        # position for an answer's first token, else the previous column).
+        ri, ci = (seg_t > 0).nonzero(as_tuple=True)
+        block = seg_t[ri, ci] - 1
+        first = ci == own_start[ri, ci]
+        src = torch.where(first, n_prompts[ri] - 1, ci - 1)
+        picked = logits[ri.to(self.device), (src - lo).to(self.device)]  # [answer tokens, V]: only what is scored
+        token_logps = -torch.nn.functional.cross_entropy(picked.float(), input_ids[ri, ci].to(self.device), reduction="none")
+        flat = (block * b + ri).to(self.device)  # block by block (all chosen, then all rejected, ...), row by row
+        sums = torch.zeros(k * b, dtype=torch.float32, device=self.device).index_add(0, flat, token_logps)
+        counts = torch.bincount(flat, minlength=k * b)
+        return sums, counts
 
     #: Model types whose vision tower takes images stacked along dim 0 (verified by tests), so a
     #: tiled batch can be encoded from its first copy. Family adapters may extend this.
