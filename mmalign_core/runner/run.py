@@ -373,7 +373,8 @@ class Run:
                 self.log(f"stage {i} '{name}': skipped rows by reason: {skipped}")
         self.log(f"stage {i} '{name}': {len(examples)} examples from {src_entry.qualified_name}, loss {loss_entry.qualified_name}")
         ckpt = latest_checkpoint(sdir)
-        truncate_metrics(self.metrics_path, name, int(ckpt.name.split("-")[1]) if ckpt else 0)
+        if self.dist.is_main:  # the only writer of metrics.jsonl (two processes rewriting it raced)
+            truncate_metrics(self.metrics_path, name, int(ckpt.name.split("-")[1]) if ckpt else 0)
         import torch
 
         torch.manual_seed(seed)

@@ -17,26 +17,10 @@ def _failure(stderr: str) -> str:
 
 
 def _torchrun(args: list[str], env: dict, out_dir: Path) -> subprocess.CompletedProcess:
-    """torchrun with two processes; one retry when the only errors are gloo's TCP transport on localhost.
-
-    Gloo's localhost transport occasionally drops a connection on a loaded machine ("Connection closed
-    by peer" at the first collective; PyTorch marks its own gloo tests flaky for it). Any other error
-    fails at once.
-    """
-    import shutil
-    import warnings
-
+    """``mmalign run`` under torchrun with two processes on a free port."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port(),
            "-m", "mmalign_core.cli", "run", *args, "--output-dir", str(out_dir)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    errors = [line for line in done.stderr.splitlines() if ("Error" in line or "error:" in line)
-              and "ChildFailedError" not in line]
-    if done.returncode != 0 and errors and all("gloo/transport/tcp" in line for line in errors):
-        warnings.warn("torchrun hit a gloo transport error; retrying once:\n" + "\n".join(errors[:5]))
-        shutil.rmtree(out_dir, ignore_errors=True)
-        cmd[cmd.index("--master_port") + 1] = _free_port()
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    return done
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
 def _free_port() -> str:
