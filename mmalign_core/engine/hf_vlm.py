@@ -151,7 +151,10 @@ class HFVisionLanguageModel:
         """Run the processor on the prompts; return unpadded prompt ids and the image tensors.
 
         Results are cached by (prompts, image keys) when every image key is stable (a path, a content
-        hash or an explicit key; never an object id, which Python may reuse for another image).
+        hash or an explicit key; never an object id, which Python may reuse for another image). A batch
+        whose rows all belong to a cached batch is cut from it where the family allows
+        (:attr:`ROW_SELECT_MODEL_TYPES`): online DPO trains on the pairs its judge kept, a subset of the
+        prompts it sampled for.
         """
         keys = [tuple(im.key for im in imgs) for imgs in images]
         cacheable = all(not k.startswith("obj:") for ks in keys for k in ks)
@@ -161,12 +164,45 @@ class HFVisionLanguageModel:
             cache.move_to_end(cache_key)
             prompt_ids, image_inputs = cache[cache_key]
             return [list(r) for r in prompt_ids], dict(image_inputs)
-        prompt_ids, image_inputs = self._process_prompts(prompts, images)
+        cut = self._rows_of_cached_batch(cache, cache_key) if cache_key is not None else None
+        prompt_ids, image_inputs = cut if cut is not None else self._process_prompts(prompts, images)
         if cache_key is not None:
             cache[cache_key] = (prompt_ids, image_inputs)
             while len(cache) > self.PROMPT_CACHE_SIZE:
                 cache.popitem(last=False)
         return [list(r) for r in prompt_ids], dict(image_inputs)
+
+    #: Model types whose processor output for some rows of a batch equals processing those rows alone
+    #: (every image tensor indexed by image along dim 0; verified by tests).
+    ROW_SELECT_MODEL_TYPES: frozenset[str] = frozenset({"llava"})
+
+    def _rows_of_cached_batch(self, cache: OrderedDict, cache_key: tuple) -> tuple[list[list[int]], dict[str, Any]] | None:
+        """The processed rows of ``cache_key`` cut from a cached batch that holds all of them, or None."""
+        if getattr(self._base_config(), "model_type", None) not in self.ROW_SELECT_MODEL_TYPES:
+            return None
+        template, prompts, keys = cache_key
+        for (c_template, c_prompts, c_keys), (c_ids, c_inputs) in reversed(cache.items()):
+            if c_template != template:
+                continue
+            first: dict[tuple, int] = {}
+            for i, row in enumerate(zip(c_prompts, c_keys)):
+                first.setdefault(row, i)
+            rows = [first.get(row) for row in zip(prompts, keys)]
+            if any(r is None for r in rows):
+                continue
+            starts, total = [], 0
+            for ks in c_keys:
+                starts.append(total)
+                total += len(ks)
+            picked = [starts[r] + j for r in rows for j in range(len(c_keys[r]))]
+            out: dict[str, Any] = {}
+            for name, value in c_inputs.items():
+                if not isinstance(value, torch.Tensor) or value.shape[0] != total:
+                    return None  # not an image-indexed tensor: process the rows afresh
+                if picked:
+                    out[name] = value[torch.tensor(picked, dtype=torch.long)]
+            return [list(c_ids[r]) for r in rows], out
+        return None
 
     def _process_prompts(self, prompts: Sequence[str], images: Sequence[Sequence[ImageRef]]) -> tuple[list[list[int]], dict[str, Any]]:
         texts = [self.format_prompt(p, len(imgs)) for p, imgs in zip(prompts, images)]

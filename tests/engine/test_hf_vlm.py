@@ -238,3 +238,26 @@ def test_policy_and_reference_share_one_processor_call(tiny_model) -> None:
         tiny_model.pair_logps(loose)
         tiny_model.pair_logps(loose)
     assert len(calls) == 3
+
+
+def test_a_subset_of_a_processed_batch_is_cut_from_it_and_equals_processing_it_alone(tiny_model, monkeypatch) -> None:
+    """Online DPO trains on the pairs its judge kept: their prompts are rows of the batch it sampled for."""
+    m = tiny_model
+    prompts = ["Describe the image.", "Compare the two images.", "Describe a typical scene.", "Is there a star?"]
+    images = [[_img((200, 0, 0))], [_img((0, 0, 200)), _img((0, 200, 0))], [], [_img((9, 9, 9))]]
+    calls: list[int] = []
+    process = m._process_prompts
+    monkeypatch.setattr(m, "_process_prompts", lambda p, i: (calls.append(len(p)), process(p, i))[1])
+    m._prompt_batch(prompts, images)
+    for rows in ([3, 1], [2, 0], [2], [1, 1, 3]):
+        sub_prompts, sub_images = [prompts[r] for r in rows], [images[r] for r in rows]
+        ids, inputs = m._prompt_batch(sub_prompts, sub_images)
+        want_ids, want_inputs = process(sub_prompts, sub_images)
+        assert ids == want_ids
+        assert inputs.keys() == want_inputs.keys()
+        for name in inputs:
+            assert torch.equal(inputs[name], want_inputs[name]), name
+    assert calls == [4], "every subset must come from the cached batch"
+    # A row the cache has not seen: processed afresh.
+    m._prompt_batch(["Describe the image.", "A new question?"], [images[0], [_img((1, 2, 3))]])
+    assert calls == [4, 2]
