@@ -56,6 +56,10 @@ def _tile(out: Any, copies: int) -> Any:
     return out
 
 
+class _OpenAnswer(tuple):
+    """Token ids of a sampled answer that stopped at the token limit: scored without an end-of-sequence token."""
+
+
 def _token_logps(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """log p(target) where ``mask`` is set, 0 elsewhere (shape of ``targets``).
 
@@ -226,6 +230,7 @@ class HFVisionLanguageModel:
     ANSWER_CACHE_SIZE = 8192
 
     def _answer_ids(self, text: str, add_eos: bool = True) -> list[int]:
+        """The answer's tokens, and the end-of-sequence token unless the answer was sampled without one."""
         cache = self.__dict__.setdefault("_answer_cache", OrderedDict())
         ids = cache.get(text)
         if ids is None:
@@ -234,7 +239,7 @@ class HFVisionLanguageModel:
             if len(cache) > self.ANSWER_CACHE_SIZE:
                 cache.popitem(last=False)
         out = list(ids)
-        if add_eos and self.eos_token_id is not None:
+        if add_eos and self.eos_token_id is not None and not isinstance(ids, _OpenAnswer):
             out.append(self.eos_token_id)
         return out
 
@@ -249,16 +254,21 @@ class HFVisionLanguageModel:
         if remember:
             stops = set(self._stop_ids()) | {int(self.pad_token_id)}
             for text, row in zip(texts, new.tolist()):
-                ids = []
+                ids, ended = [], False
                 for t in row:
                     if t in stops:
+                        ended = True
                         break
                     ids.append(t)
-                self.remember_answer_tokens(text, ids)
+                self.remember_answer_tokens(text, ids, ended=ended)
         return texts
 
-    def remember_answer_tokens(self, text: str, ids: Sequence[int]) -> bool:
-        """From now on, score answer ``text`` as exactly ``ids`` (no end-of-sequence token; it is added as usual).
+    def remember_answer_tokens(self, text: str, ids: Sequence[int], *, ended: bool = True) -> bool:
+        """From now on, score answer ``text`` as exactly ``ids`` (without the end-of-sequence token).
+
+        ``ended``: the sample stopped at an end-of-sequence token, which scoring then appends as for any
+        answer; False (it reached the token limit): it is scored as sampled, without one -- training on
+        an end the policy never produced would teach it to stop there.
 
         Returns False (and remembers nothing) where that would be unsafe: an empty text, ids holding a
         special token, or a family that puts text between the generation prompt and the answer.
@@ -267,7 +277,7 @@ class HFVisionLanguageModel:
         if not text or getattr(self, "answer_lead", "") or any(int(t) in special for t in ids):
             return False
         cache = self.__dict__.setdefault("_answer_cache", OrderedDict())
-        cache[text] = tuple(int(t) for t in ids)
+        cache[text] = (tuple if ended else _OpenAnswer)(int(t) for t in ids)
         cache.move_to_end(text)
         while len(cache) > self.ANSWER_CACHE_SIZE:
             cache.popitem(last=False)
@@ -276,6 +286,10 @@ class HFVisionLanguageModel:
     def answer_tokens(self, text: str) -> list[int]:
         """The tokens answer ``text`` is scored as (without the end-of-sequence token)."""
         return self._answer_ids(text, add_eos=False)
+
+    def answer_ended(self, text: str) -> bool:
+        """False for a remembered sample that reached the token limit (scored without an end-of-sequence token)."""
+        return not isinstance(self.__dict__.get("_answer_cache", {}).get(text), _OpenAnswer)
 
     def _check_length(self, n: int, what: str) -> None:
         if self.max_length is not None and n > self.max_length:

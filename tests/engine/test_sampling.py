@@ -122,6 +122,7 @@ def test_sampled_answers_are_scored_as_the_tokens_sampled(tiny_model, tiny_dir) 
     assert changed > 0
     ref = m.frozen_reference()
     assert all(ref.answer_tokens(t) == m.answer_tokens(t) for t in texts if t)
+    assert all(ref.answer_ended(t) == m.answer_ended(t) for t in texts if t)
     # What is unsafe to remember is refused.
     assert not m.remember_answer_tokens("x", [m.image_token_id]) and not m.remember_answer_tokens("", [5])
 
@@ -259,3 +260,25 @@ def test_the_lean_decoder_steps_aside_where_it_would_differ(tiny_model) -> None:
     # A short window still decodes (through the decoder's forward), and bans the image token.
     out = mistral.sample_tokens(_requests(2), n=2, max_new_tokens=4, do_sample=True)
     assert out.shape == (4, 4) and not (out == m.image_token_id).any()
+
+
+def test_a_sample_that_reached_the_token_limit_is_scored_without_an_end_token(tiny_model) -> None:
+    """Only samples that stopped at the end-of-sequence token are scored with it: appending one to an
+    unfinished sample would train on a token the policy never produced."""
+    from mmalign_core.types import PreferencePair
+
+    m = tiny_model
+    words = m.tokenizer("a red circle and a blue square", add_special_tokens=False)["input_ids"][:5]
+    eos, pad = m.eos_token_id, m.pad_token_id
+    rows = torch.tensor([words[:3] + [eos, pad], words])  # stopped after 3 tokens; reached the limit of 5
+    stopped_text, open_text = m.texts_from_samples(rows)
+    assert m.answer_ended(stopped_text) and not m.answer_ended(open_text)
+    assert m._answer_ids(stopped_text) == words[:3] + [eos]
+    assert m._answer_ids(open_text) == words  # as sampled, no end token
+    req = _requests(1)[0]
+    pair = PreferencePair(id="p", prompt=req.prompt, images=req.images, chosen=stopped_text, rejected=open_text)
+    with torch.no_grad():
+        out = m.pair_logps([pair])
+    assert out.chosen_tokens.tolist() == [4] and out.rejected_tokens.tolist() == [5]
+    # Texts never sampled (offline data) end with the end-of-sequence token, as before.
+    assert m.answer_ended("a brand new answer.") and m._answer_ids("a brand new answer.")[-1] == eos

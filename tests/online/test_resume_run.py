@@ -66,10 +66,14 @@ def test_a_resumed_stage_replays_logged_steps(tiny_model, tiny_dir: Path, tmp_pa
     assert len(calls) == 1  # only the last step generated
     # Replayed steps train on the tokens that were sampled, as logged (not on a re-tokenization of the text).
     replayed = [r for r in before if r["step"] in (2, 3) and r.get("responses")]
-    assert replayed and all("response_ids" in r for r in replayed)
+    assert replayed and all("response_ids" in r and "response_ended" in r for r in replayed)
+    unfinished = 0
     for r in replayed:
-        for text, ids in zip(r["responses"], r["response_ids"]):
+        for text, ids, ended in zip(r["responses"], r["response_ids"], r["response_ended"]):
             if text:
                 assert model.answer_tokens(text) == ids
+                assert model.answer_ended(text) == ended  # unfinished samples stay scored without an end token
+                unfinished += not ended
+    assert unfinished > 0  # 6 new tokens: some samples reach the limit
     after = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(after) == len(before) + 4 and {r["step"] for r in after[len(before):]} == {4}

@@ -235,8 +235,12 @@ class OnlineDPOSource:
             c["swap_checked"] += int(row.get("swap_checked", 0))
             c["swap_inconsistent"] += int(row.get("swap_inconsistent", 0))
             if model is not None and hasattr(model, "remember_answer_tokens"):
-                for text, ids in zip(row["responses"], row.get("response_ids") or []):
-                    model.remember_answer_tokens(text, ids)
+                ended = row.get("response_ended") or [True] * len(row["responses"])  # older logs: all ended
+                for text, ids, end in zip(row["responses"], row.get("response_ids") or [], ended):
+                    if hasattr(model, "answer_ended"):  # models that score unfinished samples without an end
+                        model.remember_answer_tokens(text, ids, ended=end)
+                    else:
+                        model.remember_answer_tokens(text, ids)
             if status == "kept":
                 out.append(self._pair(p, step, row["slot"], row["responses"][row["chosen"]], row["responses"][row["rejected"]], row))
         return out, c
@@ -298,6 +302,8 @@ class OnlineDPOSource:
             row.update(prompt=pairs[slot].prompt, image_keys=[im.key for im in pairs[slot].images], responses=responses)
             if hasattr(model, "answer_tokens"):  # the tokens trained on, so a replay after resume trains on the same
                 row["response_ids"] = [model.answer_tokens(r) for r in responses]
+                if hasattr(model, "answer_ended"):
+                    row["response_ended"] = [model.answer_ended(r) for r in responses]
             c["generated"] += len(responses)
             c["sample_words"] += sum(len(r.split()) for r in responses)
             distinct = self._unique(responses)
