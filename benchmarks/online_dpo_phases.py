@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import sys
 import time
 from collections import defaultdict
@@ -108,18 +106,8 @@ def arm_main(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=15)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--prompts", type=int, default=512)
-    p.add_argument("--max-new-tokens", type=int, default=24)
-    p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--judge", choices=["hash", "oracle"], default="hash")
-    p.add_argument("--model", default=None)
-    p.add_argument("--no-log", action="store_true")
-    p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "mmalign-bench-models"))
-    p.add_argument("--arm", choices=["trl", "mmalign"], help=argparse.SUPPRESS)
+    bench.add_arguments(p)
+    p.set_defaults(steps=15, batch=32, max_new_tokens=24)
     args = p.parse_args()
     if args.arm:
         print(json.dumps(arm_main(args)))

@@ -274,8 +274,8 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict:
     return run(__file__, arm, args.threads)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The benchmark's options (shared with ``online_dpo_phases.py``)."""
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch", type=int, default=8, help="prompts per step (2 samples each)")
     p.add_argument("--prompts", type=int, default=512)
@@ -289,6 +289,11 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="runs per arm (interleaved); the median is reported")
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "mmalign-bench-models"))
     p.add_argument("--arm", choices=["trl", "mmalign"], help=argparse.SUPPRESS)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_arguments(p)
     args = p.parse_args()
     if args.arm:
         result = arm_main(args)
