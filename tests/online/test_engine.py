@@ -106,3 +106,16 @@ def test_vllm_engine_fails_clearly() -> None:
         make_engine(EngineConfig(name="vllm"))
     reason = vllm_unavailable_reason()
     assert "engine 'hf'" in reason and ("not installed" in reason or "CUDA" in reason or "not implemented" in reason)
+
+
+def test_drop_unfinished_with_the_tiny_model(tiny_model, ctx) -> None:
+    """hf-vlm models report which samples reached max_new_tokens; with 2 new tokens a random model's samples all do."""
+    from online_helpers import FirstJudge, online_source
+
+    src = online_source(judge=FirstJudge(), drop_unfinished=True, max_new_tokens=2)
+    batch = src.pairs(ctx)[:4]
+    out, stats = src.prepare_batch(batch, tiny_model, ctx, step=0)
+    assert out == [] and stats["dropped_unfinished"] + stats["dropped_identical"] == 4 and stats["dropped_unfinished"] > 0
+    src = online_source(judge=FirstJudge(), max_new_tokens=2)
+    out, stats = src.prepare_batch(batch, tiny_model, ctx, step=1)
+    assert stats["dropped_unfinished"] == 0 and len(out) + stats["dropped_identical"] == 4

@@ -142,3 +142,38 @@ def test_nested_online_sources_and_bad_refs_are_refused() -> None:
     assert cfg.judge.config["criterion"] == "hallucination-first"
     defaults = OnlineDPOConfig()  # the CPU demo: shapes prompts judged by the oracle
     assert (defaults.prompts.name, defaults.judge.name) == ("shapes:shapes-pairs", "online:shapes-oracle")  # stored qualified
+
+
+class _Unfinished(PlannedPolicy):
+    """A planned policy whose responses ending in '...' reached the token limit."""
+
+    def answer_ended(self, text: str) -> bool:
+        return not text.endswith("...")
+
+
+def test_unfinished_responses_are_dropped_before_judging_when_asked(ctx) -> None:
+    plan = {
+        "q-one-unfinished": ["good answer A", "bad answer A", "good but cut..."],
+        "q-all-unfinished": ["good B...", "bad B..."],
+        "q-finished": ["good C", "bad C"],
+    }
+    src = online_source(drop_unfinished=True, samples_per_prompt=3)
+    out, stats = src.prepare_batch(prompt_pairs(list(plan)), _Unfinished(plan), ctx, step=0)
+    assert {(p.prompt, p.chosen, p.rejected) for p in out} == {
+        ("q-one-unfinished", "good answer A", "bad answer A"),  # the cut response never competed
+        ("q-finished", "good C", "bad C"),
+    }
+    assert stats["dropped_unfinished"] == 1 and stats["kept"] == 2
+    assert not any("..." in prompt for prompt in src.judge.prompts)  # unfinished responses never reach the judge
+    rows = [json.loads(x) for x in (ctx.output_dir / "online" / "samples.jsonl").read_text().splitlines()]
+    assert {r["prompt"]: r["status"] for r in rows}["q-all-unfinished"] == "unfinished"
+    assert all(len(r["responses"]) == 3 for r in rows)  # still logged
+    # Off (the default), unfinished responses are judged like any other.
+    out, stats = online_source(samples_per_prompt=3).prepare_batch(prompt_pairs(list(plan)), _Unfinished(plan), ctx, step=1)
+    assert stats["dropped_unfinished"] == 0 and any(p.chosen.endswith("...") for p in out)
+
+
+def test_drop_unfinished_needs_a_model_that_reports_it(ctx) -> None:
+    plan = {"q": ["good", "bad"]}
+    with pytest.raises(ValueError, match="drop_unfinished needs a model"):
+        online_source(drop_unfinished=True).prepare_batch(prompt_pairs(list(plan)), PlannedPolicy(plan), ctx, step=0)

@@ -134,6 +134,12 @@ class OnlineSettings(ComponentConfig):
         description="When two responses count as identical (dropped before judging): 'exact' text, or 'normalized' "
         "(case, whitespace and trailing punctuation ignored).",
     )
+    drop_unfinished: bool = Field(
+        False,
+        description="Drop responses that reached max_new_tokens before judging (they stay in the log); a prompt left with "
+        "fewer than 2 counts as 'unfinished'. False: they are judged and trained on as sampled (without an end token). "
+        "Needs a model that reports unfinished samples (the hf-vlm models do).",
+    )
     log: bool = Field(True, description="Write every sample, verdict and kept pair to JSONL under the stage's data folder (online/).")
     log_images: bool = Field(
         True,

@@ -10,7 +10,8 @@ current policy (eval mode, no gradients) and trains on what comes back. Per exam
 - online examples: ``samples_per_prompt`` responses are sampled from the current policy by the
   generation engine (all prompts of the step batched; seeded by ``(seed, step)`` on a forked RNG, so
   the training RNG stream is untouched and a step's samples are reproducible);
-- responses identical to one another are dropped before judging; the rest are shown to the judge in
+- responses identical to one another are dropped before judging, and with ``drop_unfinished`` those
+  that reached ``max_new_tokens``; the rest are shown to the judge in
   a random order (seeded by ``(seed, step, slot)``); the judge's best becomes chosen, its worst
   rejected; ties, unparsable verdicts and (with ``swap_check``) position-inconsistent verdicts are
   dropped. Everything is counted and logged as ``online/<name>``.
@@ -203,6 +204,7 @@ class OnlineDPOSource:
             "dropped_unparsable": c["unparsable"],
             "dropped_identical": c["identical"],
             "dropped_inconsistent": c["inconsistent"],
+            "dropped_unfinished": c["unfinished"],
             "truncated": c["truncated"],
             "judge_failures": c["judge_failures"],
             "reused": c["reused"],
@@ -280,6 +282,11 @@ class OnlineDPOSource:
         for i in range(len(pairs)):
             if sides[i] == "offline":
                 rows[i]["status"] = "offline"
+        if cfg.drop_unfinished and online and not hasattr(model, "answer_ended"):
+            raise ValueError(
+                f"online: drop_unfinished needs a model that reports which samples reached max_new_tokens "
+                f"(answer_ended(text), as the hf-vlm models have); {type(model).__name__} does not -- set drop_unfinished to false"
+            )
         samples: list[list[str]] = []
         # Each online prompt's images are decoded once for the step: generation, judging and the trained pair
         # (policy and reference passes) then share them instead of decoding or rendering them again.
@@ -311,6 +318,12 @@ class OnlineDPOSource:
                 row["status"] = "identical"
                 c["identical"] += 1
                 continue
+            if cfg.drop_unfinished:
+                distinct = [i for i in distinct if model.answer_ended(responses[i])]
+                if len(distinct) < 2:
+                    row["status"] = "unfinished"
+                    c["unfinished"] += 1
+                    continue
             if cfg.randomize_order:
                 rng = np.random.default_rng([int(ctx.seed) % (2**32), int(step), int(slot), 77])
                 distinct = [distinct[int(k)] for k in rng.permutation(len(distinct))]
@@ -329,7 +342,7 @@ class OnlineDPOSource:
                 out.append(p)
                 continue
             if slot not in outcomes:
-                continue  # identical
+                continue  # identical or unfinished: never judged
             best, worst, status, counts = outcomes[slot]
             for k in ("decided", "position1_wins", "swap_checked", "swap_inconsistent"):
                 row[k] = counts.get(k, 0)
