@@ -30,6 +30,7 @@ from ..errors import RunError
 from ..protocols import Context
 from ..spec_models import AlignStage, EvaluateStage, SFTStage
 from ..types import PreferencePair, SFTExample
+from .heap import steady_heap
 from .io import atomic_write_json, read_jsonl
 from .report import write_report
 
@@ -327,9 +328,10 @@ class Run:
                 SFTExample(id=p.id, prompt=p.prompt, response=p.chosen, images=p.images, source=p.source, meta=p.meta)
                 for p in source.pairs(ctx)
             ]
-        items = source.sft_examples(ctx) if kind == "sft" else source.pairs(ctx)
-        if not isinstance(items, Sequence):
-            items = list(items)
+        with steady_heap():  # a source may generate (BDHS, POVID): no full collections of the setup's objects
+            items = source.sft_examples(ctx) if kind == "sft" else source.pairs(ctx)
+            if not isinstance(items, Sequence):
+                items = list(items)
         expected = SFTExample if kind == "sft" else PreferencePair
         if len(items) and not isinstance(items[0], expected):
             raise RunError(f"{path}: source yielded {type(items[0]).__name__}, expected {expected.__name__}")
@@ -430,7 +432,8 @@ class Run:
             out_dir = sdir / "eval" / key
             ctx = self.context(out_dir, self.spec.seed)
             t0 = time.perf_counter()
-            res = evaluator.evaluate(model, ctx)
+            with steady_heap():  # evaluators generate for many prompts: no full collections of the setup's objects
+                res = evaluator.evaluate(model, ctx)
             secs = time.perf_counter() - t0
             declared = set(entry.metrics)
             if declared and set(res.metrics) != declared:

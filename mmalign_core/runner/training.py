@@ -8,15 +8,13 @@ exactly the batches an uninterrupted run would.
 """
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
 import random
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +22,7 @@ import torch
 from ..protocols import LossInputs, PairLogps
 from ..types import SFTExample
 from ..spec_models import TrainSettings
+from .heap import steady_heap
 from .io import append_jsonl, atomic_write_json, atomic_write_text
 from .refcache import cache_key, load_or_compute
 
@@ -253,23 +252,6 @@ def _forward(model: Any, micro: Sequence[Any], kind: str, with_rejected: bool) -
     if kind == "sft":
         return model.sft_logps(micro)
     return model.pair_logps(micro, with_rejected=with_rejected)
-
-
-@contextlib.contextmanager
-def steady_heap() -> Iterator[None]:
-    """While the training loop runs, Python's cyclic garbage collector leaves the objects of the setup alone.
-
-    A stage starts with hundreds of thousands of long-lived objects (the libraries, the model, the data);
-    every full collection walks them all -- about 0.2 s on the tiny model's 2-core machine, several times
-    per hundred steps, stalling the step it lands in (a GPU's queue too). ``gc.freeze`` moves them out of
-    the collector's sight; objects made during the loop are collected as usual. On exit they are handed
-    back, so garbage among them is still collected after the stage.
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def run_training(
