@@ -81,6 +81,7 @@ def _instrument(arm: str) -> list[str]:
     _timed(sampling, "fast_sample", "  of which decoding")
     _timed(sampling.LeanDecoder, "step", "    of which lean decoding steps")
     _timed(hf_vlm.HFVisionLanguageModel, "pair_logps", "policy + reference forward")
+    _timed(hf_vlm.HFVisionLanguageModel, "_logps_after_prompt_pass", "  of which after a kept prompt pass")
     return ["generation", "policy + reference forward", "backward", "optimizer"]
 
 
@@ -116,7 +117,8 @@ def main() -> None:
 
     results = {arm: run_arm(__file__, arm, args.threads) for arm in ("trl", "mmalign")}
     order = ["generation", "  of which processor", "  of which generate()", "  of which decoding",
-             "    of which lean decoding steps", "policy + reference forward", "backward", "optimizer"]
+             "    of which lean decoding steps", "policy + reference forward", "  of which after a kept prompt pass",
+             "backward", "optimizer"]
     labels = order + sorted({k for r in results.values() for k in r} - set(order) - {"rest", "step"})
     labels = [label for label in labels if any(label in r for r in results.values())]
     print(f"ms per step, {args.steps} steps x {args.batch} prompts x 2 samples, {args.max_new_tokens} new tokens, "

@@ -153,6 +153,7 @@ def _run_mmalign(args: argparse.Namespace, folder: Path, prompts: list, files: P
         "prompts": {"name": "local", "config": {"path": str(files), "format": "canonical"}},
         "judge": {"name": "shapes-oracle"}, "samples_per_prompt": 2, "max_new_tokens": args.max_new_tokens,
         "temperature": 1.0, "top_p": 1.0, "generation_batch_size": args.batch, "log": not args.no_log,
+        "engine": {"name": "hf", "reuse_prompt_pass": args.reuse_prompt_pass},
     })
     source = OnlineDPOSource(cfg, judge=_ScoreJudge(args.judge, world_keys))
     work = Path(tempfile.mkdtemp(prefix="mmalign-online-bench-"))
@@ -286,6 +287,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge", choices=["hash", "oracle"], default="hash")
     p.add_argument("--model", default=None, help="a saved tiny-llava folder (default: the default random-weight tiny-llava)")
     p.add_argument("--no-log", action="store_true", help="mmalign: do not write the JSONL log (it is on by default, and timed)")
+    p.add_argument("--reuse-prompt-pass", action="store_true",
+                   help="mmalign: the engine's reuse_prompt_pass (sampling's prompt pass kept, with gradients, for the training pass)")
     p.add_argument("--repeat", type=int, default=3, help="runs per arm (interleaved); the median is reported")
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "mmalign-bench-models"))
     p.add_argument("--arm", choices=["trl", "mmalign"], help=argparse.SUPPRESS)

@@ -247,6 +247,7 @@ def fast_sample(
     pad_token_id: int = 0,
     on_select: Optional[Callable[[torch.Tensor], None]] = None,
     lean_decoding: bool = True,
+    prefilled: Optional[tuple[Any, torch.Tensor]] = None,
 ) -> torch.Tensor:
     """New tokens for each of ``n`` samples per prompt, ``[B * n, T]`` (samples of a prompt adjacent).
 
@@ -254,7 +255,8 @@ def fast_sample(
     (plus pixel tensors). Positions after a stop token hold ``pad_token_id``; the stop token itself is
     kept, as ``generate`` does. ``on_select(keep)`` is called with the indices of the rows that go on
     whenever stopped rows leave the batch, for callers that hold per-row state of their own (e.g. an
-    attention hook's mask). ``lean_decoding``: step Llama-style decoders through :class:`LeanDecoder`
+    attention hook's mask). ``prefilled``: ``(cache, last-position logits)`` of the prompts when the caller
+    ran them itself (the cache is not modified where the lean decoder applies). ``lean_decoding``: step Llama-style decoders through :class:`LeanDecoder`
     where it applies (False: always through the decoder's ``forward``). Raises ``ValueError`` if the model's family is not enabled (check with
     :func:`decode_parts` first).
     """
@@ -265,12 +267,15 @@ def fast_sample(
     base = _base(model)
     attn = inputs["attention_mask"]
     device = attn.device
-    positions = (attn.long().cumsum(-1) - 1).clamp(min=0)
-    out = base(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = out.get("cache", None) if hasattr(out, "get") else None
-    if cache is None:
-        cache = getattr(out, "past_key_values", None)
-    logits = out.logits[:, -1].float()
+    if prefilled is not None:  # the caller ran the prompts already (cache, last-position logits)
+        cache, logits = prefilled
+    else:
+        positions = (attn.long().cumsum(-1) - 1).clamp(min=0)
+        out = base(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
+        cache = out.get("cache", None) if hasattr(out, "get") else None
+        if cache is None:
+            cache = getattr(out, "past_key_values", None)
+        logits = out.logits[:, -1].float()
     nxt = attn.long().sum(-1)
     lean = LeanDecoder.build(decoder, cache, attn, copies=n, max_new_tokens=max_new_tokens) if lean_decoding else None
     if lean is not None:

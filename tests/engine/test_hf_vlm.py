@@ -261,3 +261,62 @@ def test_a_subset_of_a_processed_batch_is_cut_from_it_and_equals_processing_it_a
     # A row the cache has not seen: processed afresh.
     m._prompt_batch(["Describe the image.", "A new question?"], [images[0], [_img((1, 2, 3))]])
     assert calls == [4, 2]
+
+
+def _sampled_pairs(m, reqs, seed: int = 3, **kw):
+    torch.manual_seed(seed)
+    new = m.sample_tokens(reqs, n=2, max_new_tokens=8, do_sample=True, **kw)
+    texts = m.texts_from_samples(new)
+    return [PreferencePair(id=f"p{i}", prompt=r.prompt, images=r.images, chosen=texts[2 * i], rejected=texts[2 * i + 1])
+            for i, r in enumerate(reqs)]
+
+
+def test_a_kept_prompt_pass_gives_the_training_pass_its_log_probs_and_gradients(tiny_model, tiny_dir) -> None:
+    """keep_prompt_pass: sampling's prefill keeps its graph and the training pass scores only the answers
+    after it. Log-probs and gradients equal the plain packed pass; the prompts and images are not run again."""
+    from mmalign_tiny.model import load_tiny_llava
+
+    reqs = [GenerationRequest("Describe the image." + " Be brief." * (i % 2), [_img((40 * i, 90, 200 - 30 * i))]) for i in range(4)]
+    kept = tiny_model
+    plain = load_tiny_llava(tiny_dir)  # the same weights
+    for m in (kept, plain):
+        m.model.train()
+        m.freeze_vision(True)
+    pairs = _sampled_pairs(kept, reqs, keep_prompt_pass=True)
+    assert _sampled_pairs(plain, reqs) == pairs  # keeping the pass does not change what is sampled
+    assert "_prompt_pass" in kept.__dict__
+    seen: list[int] = []
+    hook = kept.model.model.vision_tower.register_forward_pre_hook(lambda mod, args, kw: seen.append(1), with_kwargs=True)
+    sub = [pairs[2], pairs[0]]  # a subset, in another order (the pairs a judge kept)
+    out = kept.pair_logps(sub)
+    hook.remove()
+    assert seen == [] and "_prompt_pass" not in kept.__dict__  # no image encoded again; the pass is used once
+    want = plain.pair_logps(sub)
+    for a, b in ((out.chosen, want.chosen), (out.rejected, want.rejected)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert out.chosen_tokens.tolist() == want.chosen_tokens.tolist()
+    (out.chosen.sum() - 0.7 * out.rejected.sum()).backward()
+    (want.chosen.sum() - 0.7 * want.rejected.sum()).backward()
+    grads = {n: p.grad for n, p in kept.model.named_parameters() if p.grad is not None}
+    ref = {n: p.grad for n, p in plain.model.named_parameters() if p.grad is not None}
+    assert grads.keys() == ref.keys() and any("multi_modal_projector" in n for n in grads)
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref[name], atol=1e-5, rtol=1e-4)
+
+
+def test_a_kept_prompt_pass_is_not_used_after_the_weights_change_or_with_dropout(tiny_model) -> None:
+    reqs = [GenerationRequest("Describe the image.", [_img((200, 0, 0))]), GenerationRequest("Describe the image.", [_img((0, 0, 200))])]
+    m = tiny_model
+    m.model.train()
+    pairs = _sampled_pairs(m, reqs, keep_prompt_pass=True)
+    with torch.no_grad():
+        next(p for p in m.model.parameters() if p.requires_grad).add_(0.01)  # an optimizer step
+    calls: list[int] = []
+    packed = m._packed_logps
+    m._packed_logps = lambda *a, **k: (calls.append(1), packed(*a, **k))[1]
+    m.pair_logps(pairs)
+    assert calls == [1] and "_prompt_pass" not in m.__dict__  # stale: dropped, the plain pass ran
+    # With dropout anywhere the sampling pass (evaluation mode) would differ from the training pass: not kept.
+    m.model.model.language_model.layers[0].self_attn.attention_dropout = 0.1
+    _sampled_pairs(m, reqs, keep_prompt_pass=True)
+    assert "_prompt_pass" not in m.__dict__

@@ -101,6 +101,13 @@ class EngineConfig(ComponentConfig):
     )
     sync_every: int = Field(1, ge=1, description="Optimizer steps between weight syncs of an engine that holds its own copy (1: after every step).")
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vllm only: share of GPU memory the engine may take.")
+    reuse_prompt_pass: bool = Field(
+        False,
+        description="hf only: run the prompts (images included) with gradients while sampling and keep that pass, so the "
+        "training pass of the step runs the language model on the answers only (exact; applies to prefix-sharing families "
+        "on one process, with no dropout, when the step's pairs fit one generation batch). Costs memory: the prompts' "
+        "activations are held through decoding.",
+    )
 
 
 # ------------------------------------------------------------------------------ online sources

@@ -141,8 +141,9 @@ class HFEngine:
         copies = n if do_sample else 1  # greedy samples of one prompt are all the same: decode once
         # Each prompt is processed (images included) once; its samples share that prefix (the model's
         # sample_tokens: mmalign's lean loop where the family allows it, else generate()).
+        keep = {"keep_prompt_pass": True} if self.config.reuse_prompt_pass and self._copy is None else {}
         new = m.sample_tokens(reqs, n=copies, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                              temperature=temperature, top_p=top_p)
+                              temperature=temperature, top_p=top_p, **keep)
         stop = m._stop_ids()
         if stop:
             finished = torch.isin(new, torch.tensor(stop, device=new.device)).any(dim=1)
