@@ -271,10 +271,16 @@ def _sampled_pairs(m, reqs, seed: int = 3, **kw):
             for i, r in enumerate(reqs)]
 
 
-def test_a_kept_prompt_pass_gives_the_training_pass_its_log_probs_and_gradients(tiny_model, tiny_dir) -> None:
+@pytest.mark.parametrize("lean", [True, False])
+def test_a_kept_prompt_pass_gives_the_training_pass_its_log_probs_and_gradients(tiny_model, tiny_dir, lean, monkeypatch) -> None:
     """keep_prompt_pass: sampling's prefill keeps its graph and the training pass scores only the answers
-    after it. Log-probs and gradients equal the plain packed pass; the prompts and images are not run again."""
+    after it. Log-probs and gradients equal the plain packed pass; the prompts and images are not run again.
+    Decoding through the decoder's own forward (not the lean decoder) leaves the kept pass intact too."""
+    from mmalign_core.engine import sampling
     from mmalign_tiny.model import load_tiny_llava
+
+    if not lean:
+        monkeypatch.setattr(sampling, "LEAN_DECODER_MODEL_TYPES", frozenset())
 
     reqs = [GenerationRequest("Describe the image." + " Be brief." * (i % 2), [_img((40 * i, 90, 200 - 30 * i))]) for i in range(4)]
     kept = tiny_model
