@@ -652,6 +652,20 @@ def _check_identity(component: Any, findings: _Findings, keyed: str) -> None:
         findings.add(f"describe() is not stable: two calls returned different identities ({keyed} would never hit)")
 
 
+def _build_with_methods(entry: Any, config: Any, kind: str, check_name: str, methods: dict[str, str]) -> tuple[Any, "_Findings"]:
+    """Check ``entry`` is a ``kind``, build it and require ``methods`` (name -> arguments shown in the message)."""
+    _require_kind(entry, kind, check_name)
+    check_entry(entry)
+    findings = _Findings(_subject(entry))
+    obj = _build(entry, config, findings)
+    missing = [m for m in methods if not callable(getattr(obj, m, None))]
+    if missing:
+        raise findings.fatal(
+            f"the factory returned a {type(obj).__name__} without " + " and ".join(f"a {m}({methods[m]}) method" for m in missing)
+        )
+    return obj, findings
+
+
 def check_judge(
     entry: ComponentEntry,
     config: ConfigLike = None,
@@ -677,16 +691,7 @@ def check_judge(
     Raises:
         ContractError: listing every problem found.
     """
-    _require_kind(entry, "judge", "check_judge")
-    check_entry(entry)
-    findings = _Findings(_subject(entry))
-    judge = _build(entry, config, findings)
-    missing = [m for m in ("complete", "describe") if not callable(getattr(judge, m, None))]
-    if missing:
-        raise findings.fatal(
-            f"the factory returned a {type(judge).__name__} without "
-            + " and ".join(f"a {m}({'requests, ctx' if m == 'complete' else ''}) method" for m in missing)
-        )
+    judge, findings = _build_with_methods(entry, config, "judge", "check_judge", {"complete": "requests, ctx", "describe": ""})
     _check_identity(judge, findings, "judge caches")
     if requests is not None:
         requests = list(requests)
@@ -741,13 +746,7 @@ def check_embedder(entry: ComponentEntry, config: ConfigLike = None, *, texts: O
     """
     import numpy as np
 
-    _require_kind(entry, "embedder", "check_embedder")
-    check_entry(entry)
-    findings = _Findings(_subject(entry))
-    emb = _build(entry, config, findings)
-    missing = [m for m in ("embed", "describe") if not callable(getattr(emb, m, None))]
-    if missing:
-        raise findings.fatal(f"the factory returned a {type(emb).__name__} without " + " and ".join(f"a {m}() method" for m in missing))
+    emb, findings = _build_with_methods(entry, config, "embedder", "check_embedder", {"embed": "", "describe": ""})
     _check_identity(emb, findings, "caches keyed by it")
     texts = list(texts if texts is not None else EMBEDDER_PROBE_TEXTS)
     try:

@@ -36,22 +36,27 @@ class SelfRanking:
         return out, {"generated": len(pairs), "kept": len(out)}
 
 
-def test_online_source_sees_current_policy_and_can_drop_pairs(tiny_model, tmp_path: Path) -> None:
+def _train_online(model, src, tmp_path: Path, lr: float) -> list[dict]:
+    """Three online-DPO steps of batch 4 over 8 pairs; the metrics rows."""
+    import json
+
     img = ImageRef(Image.new("RGB", (48, 48), (10, 200, 30)), key="g")
     pairs = [PreferencePair(id=f"p{i}", prompt="Describe the image.", chosen="a green circle.", rejected="a red square.", images=[img])
              for i in range(8)]
-    src = SelfRanking()
     metrics = tmp_path / "m.jsonl"
-    run_training(model=tiny_model, data=StageData(pairs, "pairs", online=src, online_ctx=Context()),
+    run_training(model=model, data=StageData(pairs, "pairs", online=src, online_ctx=Context()),
                  loss_fn=DPOLoss(DPOConfig()), loss_requires=frozenset({"reference", "rejected"}),
-                 settings=TrainSettings(steps=3, batch_size=4, lr=1e-3, log_every=1, warmup_ratio=0.0),
+                 settings=TrainSettings(steps=3, batch_size=4, lr=lr, log_every=1, warmup_ratio=0.0),
                  stage_name="online", stage_dir=tmp_path, metrics_path=metrics, seed=0,
                  progress=lambda it, **k: it, log=lambda s: None, on_metrics=lambda *a: None)
+    return [json.loads(x) for x in metrics.read_text().splitlines()]
+
+
+def test_online_source_sees_current_policy_and_can_drop_pairs(tiny_model, tmp_path: Path) -> None:
+    src = SelfRanking()
+    rows = _train_online(tiny_model, src, tmp_path, lr=1e-3)
     assert [c[0] for c in src.calls] == [0, 1, 2]
     assert all(n == 4 and not training and not grad for _, n, training, grad in src.calls)
-    import json
-
-    rows = [json.loads(x) for x in metrics.read_text().splitlines()]
     assert [r["online/kept"] for r in rows] == [4, 3, 4]
     assert all(r["online/generated"] == 4 for r in rows)
 
@@ -65,11 +70,6 @@ class DropsStepOne(SelfRanking):
 
 
 def test_a_step_with_no_pairs_makes_no_update_but_is_logged(tiny_model, tmp_path: Path) -> None:
-    import json
-
-    img = ImageRef(Image.new("RGB", (48, 48), (10, 200, 30)), key="g")
-    pairs = [PreferencePair(id=f"q{i}", prompt="Describe the image.", chosen="a green circle.", rejected="a red square.", images=[img])
-             for i in range(8)]
     seen_weights = []
     src = DropsStepOne()
     original = src.prepare_batch
@@ -80,13 +80,7 @@ def test_a_step_with_no_pairs_makes_no_update_but_is_logged(tiny_model, tmp_path
         return original(batch, model, ctx, step)
 
     src.prepare_batch = spy
-    metrics = tmp_path / "m.jsonl"
-    run_training(model=tiny_model, data=StageData(pairs, "pairs", online=src, online_ctx=Context()),
-                 loss_fn=DPOLoss(DPOConfig()), loss_requires=frozenset({"reference", "rejected"}),
-                 settings=TrainSettings(steps=3, batch_size=4, lr=1e-2, log_every=1, warmup_ratio=0.0),
-                 stage_name="online", stage_dir=tmp_path, metrics_path=metrics, seed=0,
-                 progress=lambda it, **k: it, log=lambda s: None, on_metrics=lambda *a: None)
-    rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+    rows = _train_online(tiny_model, src, tmp_path, lr=1e-2)
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert rows[1]["online/kept"] == 0 and rows[1]["skipped_steps"] == 1 and "loss" not in rows[1]
     assert "loss" in rows[0] and "loss" in rows[2]
