@@ -775,12 +775,17 @@ class HFVisionLanguageModel:
         Sampling is pure temperature / nucleus sampling (no top-k); greedy decoding (``do_sample``
         False) returns the same tokens ``generate`` does. The lean loop of
         :mod:`~mmalign_core.engine.sampling` runs where the family allows it, ``generate`` elsewhere.
+
+        ``keep_prompt_pass``: run the prompts with gradients and keep that pass until the next gradient
+        :meth:`pair_logps` (which then scores the answers after it) or the next sampling, whichever comes
+        first; ignored where the kept pass would not equal the training pass (see ``_run_prompt_pass``).
         """
         from .sampling import decode_parts, fast_sample
 
         inputs = self._generation_inputs(reqs)
         width = inputs["input_ids"].shape[1]
         banned, stop = self._banned_token_ids(), self._stop_ids()
+        self.__dict__.pop("_prompt_pass", None)  # a kept pass lives until the next sampling at most
         if self.fast_decoding and decode_parts(self.model) is not None:
             prefilled = self._run_prompt_pass(reqs, inputs) if keep_prompt_pass else None
             return fast_sample(self.model, inputs, n=n, max_new_tokens=max_new_tokens, do_sample=do_sample,

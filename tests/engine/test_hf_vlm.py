@@ -322,6 +322,11 @@ def test_a_kept_prompt_pass_is_not_used_after_the_weights_change_or_with_dropout
     m._packed_logps = lambda *a, **k: (calls.append(1), packed(*a, **k))[1]
     m.pair_logps(pairs)
     assert calls == [1] and "_prompt_pass" not in m.__dict__  # stale: dropped, the plain pass ran
+    # A kept pass never outlives the next sampling (e.g. an evaluation's generation).
+    _sampled_pairs(m, reqs, keep_prompt_pass=True)
+    assert "_prompt_pass" in m.__dict__
+    m.generate(reqs, max_new_tokens=2)
+    assert "_prompt_pass" not in m.__dict__
     # With dropout anywhere the sampling pass (evaluation mode) would differ from the training pass: not kept.
     m.model.model.language_model.layers[0].self_attn.attention_dropout = 0.1
     _sampled_pairs(m, reqs, keep_prompt_pass=True)
