@@ -42,12 +42,13 @@ def test_pope_metrics_for_a_known_confusion_matrix(evals, ctx, tmp_path: Path, l
     assert result.metrics["pope_precision"] == pytest.approx((0.5 + 2 / 3) / 3)
     assert result.metrics["pope_yes_ratio"] == pytest.approx((0.5 + 0.75 + 0.0) / 3)
     assert result.n == len(POPE_ITEMS)
-    # Pinned and recorded: prompt, decoding, parser, sample list.
+    # Pinned and recorded: prompt, decoding, protocol, sample list.
     d = result.details
     assert d["prompt_template"] == "{question}\nAnswer the question using a single word or phrase."
     assert d["example_prompt"].startswith("Is there a dog in the image?\nAnswer")
     assert d["decoding"] == {"max_new_tokens": 128, "do_sample": False, "batch_size": 5, "strategy": "greedy"}
-    assert d["parser"] == "llava" and d["questions_per_split"] == {"random": 4, "popular": 4, "adversarial": 4}
+    assert d["protocol"]["name"] == "pope-original" and d["protocol"]["reference"] is True
+    assert d["read_differently_from_reference"] == 0 and d["questions_per_split"] == {"random": 4, "popular": 4, "adversarial": 4}
     assert len(d["sample_ids"]) == 12 and d["sample_ids"][0].startswith("random/") and len(d["sample_ids_sha256"]) == 64
     assert d["data"]["layout"] == ("lmms-lab parquet" if layout == "parquet" else "original json")
     # Batched: 12 questions in batches of at most 5; greedy.
@@ -68,13 +69,14 @@ def test_pope_limit_and_ids_select_samples_per_split(evals, ctx, tmp_path: Path)
     assert chosen.details["sample_ids"] == ["random/2", "popular/4", "adversarial/3"]
 
 
-def test_pope_yes_no_parser_counts_unparsed_answers(evals, ctx, tmp_path: Path) -> None:
+def test_pope_first_yes_no_protocol_counts_unparsed_answers(evals, ctx, tmp_path: Path) -> None:
     root = write_pope_parquet(tmp_path / "pope")
     model = ScriptedModel("I cannot tell from the picture.")
     llava = check_evaluator(evals.resolve("evaluator", "pope"), model, {"data_dir": str(root)}, ctx)
-    assert llava.metrics["pope_yes_ratio"] == 1.0  # LLaVA's rule: no "no"/"not" means yes
-    strict = check_evaluator(evals.resolve("evaluator", "pope"), model, {"data_dir": str(root), "parser": "yes-no"}, ctx)
+    assert llava.metrics["pope_yes_ratio"] == 1.0  # the published rule: no "no"/"not" means yes
+    strict = check_evaluator(evals.resolve("evaluator", "pope"), model, {"data_dir": str(root), "protocol": "first-yes-no"}, ctx)
     assert strict.metrics["pope_yes_ratio"] == 0.0 and strict.details["unparsed_answers"] == 12
+    assert strict.details["read_differently_from_reference"] == 12
 
 
 def test_missing_pope_data_names_the_files(evals, ctx, tmp_path: Path) -> None:
@@ -93,12 +95,13 @@ def test_missing_pope_data_names_the_files(evals, ctx, tmp_path: Path) -> None:
         PopeEvaluator(PopeConfig(data_dir=str(tmp_path / "partial"))).locate(ctx)
 
 
-def test_parsers() -> None:
-    from mmalign_evals.parsing import parse_pope_llava, parse_yes_no
+def test_readings() -> None:
+    from mmalign_evals.pope_protocols import pope_protocol
 
-    assert parse_pope_llava("Yes, there is a dog.") is True
-    assert parse_pope_llava("No. But yes, maybe.") is False
-    assert parse_pope_llava("There is not a dog") is False
-    assert parse_pope_llava("The dog is there. It is not a cat.") is True  # only the first sentence counts
-    assert parse_pope_llava("NO") is False
-    assert parse_yes_no("Yeah.") is True and parse_yes_no("It isn't.") is False and parse_yes_no("Maybe") is None
+    original, tolerant, first = pope_protocol("pope-original"), pope_protocol("tolerant"), pope_protocol("first-yes-no")
+    assert original.read("Yes, there is a dog.") == "yes"
+    assert original.read("No. But yes, maybe.") == "no"
+    assert original.read("There is not a dog") == "no"
+    assert original.read("The dog is there. It is not a cat.") == "yes"  # only the first sentence counts
+    assert tolerant.read("NO") == "no" and original.read("NO") == "yes"
+    assert first.read("Yeah.") == "yes" and first.read("It isn't.") == "no" and first.read("Maybe") == "other"

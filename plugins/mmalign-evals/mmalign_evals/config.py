@@ -106,12 +106,24 @@ class PopeConfig(BenchmarkConfig):
         None, description="COCO val2014 images for the original JSON layout; default data_dir/val2014, then data_dir/images."
     )
     prompt: str = Field(SHORT_ANSWER, description="Prompt template; '{question}' is the POPE question (lmms-eval's default).")
-    parser: Literal["llava", "yes-no"] = Field(
-        "llava",
-        description="Answer parser. 'llava': LLaVA's POPE rule -- keep the first sentence; 'no' or 'not' among its words "
-        "means no, anything else yes. 'yes-no': the first yes/no word decides; an answer with neither counts as no.",
+    protocol: Literal["pope-original", "lmms-eval", "tolerant", "first-yes-no"] = Field(
+        "pope-original",
+        description="How answers are read and scored. 'pope-original': the POPE script and LLaVA's eval_pope.py -- the "
+        "text before the first period, split on spaces; a piece 'No', 'no' or 'not' means no, anything else yes; mean "
+        "over the splits. 'lmms-eval': the lower-cased, stripped answer must be 'yes' or 'no' (else wrong); yes_ratio = "
+        "share of yes labels; pooled over the splits. 'tolerant': pope-original case-insensitive, any white space. "
+        "'first-yes-no': the first yes/no word decides; neither counts as no.",
     )
     max_new_tokens: int = Field(128, ge=1, description="Generation budget per answer (lmms-eval's default).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "parser" in data:
+            old = {"llava": "'tolerant' (or the published 'pope-original', the default)", "yes-no": "'first-yes-no'"}
+            hint = old.get(str(data["parser"]), "one of 'pope-original', 'lmms-eval', 'tolerant', 'first-yes-no'")
+            raise ValueError(f"'parser' was replaced by 'protocol': use \"protocol\": {hint}")
+        return data
 
     @field_validator("prompt")
     @classmethod
@@ -135,10 +147,16 @@ class ObjectHalBenchConfig(JudgedConfig):
     prompt: Optional[str] = Field(
         None, description="Prompt for every image; default: each line's own question. '{question}' inserts it."
     )
+    protocol: Literal["chair-original", "rlhf-v"] = Field(
+        "chair-original",
+        description="Whose CHAIR rules and denominators: 'chair-original' (Rohrbach et al. 2018 utils/chair.py: its synonym "
+        "table, pattern's singularizer, its two-word phrases; CHAIR_s over all descriptions) or 'rlhf-v' (RLHF-V's "
+        "eval_gpt_obj_halbench.py: the refined table, WordNet-style lemmas; CHAIR_s over descriptions naming an object).",
+    )
     extraction: Literal["rules", "judge"] = Field(
         "rules",
-        description="How mentioned objects are found: 'rules' (COCO synonym table, Rohrbach et al. 2018) or 'judge' "
-        "(the judge lists the objects, which are then mapped through the same table).",
+        description="How mentioned objects are found: 'rules' (the protocol's tokens, phrases and synonym table) or 'judge' "
+        "(the judge lists the objects, each then read by the same rules).",
     )
     caption_objects: bool = Field(
         True, description="Ground truth = instance annotations plus objects named in the COCO reference captions (RLHF-V)."

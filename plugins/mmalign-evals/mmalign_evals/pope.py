@@ -13,13 +13,15 @@ Layouts read from ``data_dir`` (first match wins):
 Sample ids are ``<split>/<question_id>``. Metrics: accuracy, precision,
 recall, F1 (``yes`` is the positive class) and the share of ``yes`` answers
 per split (``pope_<split>_<metric>``) and their means over the three splits
-(``pope_<metric>``); ``pope_f1`` is the paper's POPE column (as a fraction).
+(``pope_<metric>``; pooled over the splits under ``lmms-eval``); ``pope_f1`` is
+the paper's POPE column (as a fraction). How answers are read and scored is
+the config's ``protocol`` (:mod:`mmalign_evals.pope_protocols`).
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from mmalign_core import EvalResult, GenerationRequest
 from mmalign_core.protocols import Context, GenerativeModel
@@ -43,7 +45,7 @@ from .common import (
     select,
 )
 from .config import POPE_METRICS, POPE_SPLIT_METRICS, POPE_SPLITS, PopeConfig
-from .parsing import parse_pope_llava, parse_yes_no
+from .pope_protocols import DEFAULT_POPE_PROTOCOL, pope_protocol
 
 FOLDER = "pope"
 SOURCE = "https://huggingface.co/datasets/lmms-lab/POPE (parquet) or https://github.com/RUCAIBox/POPE (JSON + COCO val2014)"
@@ -55,29 +57,6 @@ LAYOUTS = (
 _SPLIT_IN_NAME = re.compile(r"(random|popular|adversarial)")
 
 
-def ratio(a: float, b: float) -> float:
-    return float(a) / float(b) if b else 0.0
-
-
-def binary_metrics(labels: Sequence[bool], predictions: Sequence[bool]) -> dict[str, float]:
-    """Accuracy, precision, recall, F1 and yes-ratio with "yes" as the positive class.
-
-    Precision is 0 when nothing is predicted "yes"; F1 is 0 when precision and recall are both 0.
-    """
-    tp = sum(1 for y, p in zip(labels, predictions) if y and p)
-    fp = sum(1 for y, p in zip(labels, predictions) if not y and p)
-    tn = sum(1 for y, p in zip(labels, predictions) if not y and not p)
-    fn = sum(1 for y, p in zip(labels, predictions) if y and not p)
-    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    return {
-        "accuracy": ratio(tp + tn, len(labels)),
-        "precision": precision,
-        "recall": recall,
-        "f1": ratio(2 * precision * recall, precision + recall),
-        "yes_ratio": ratio(tp + fp, len(labels)),
-    }
-
-
 def _label(value: Any, where: str) -> bool:
     text = str(value).strip().lower()
     if text not in ("yes", "no"):
@@ -86,7 +65,7 @@ def _label(value: Any, where: str) -> bool:
 
 
 class PopeEvaluator:
-    """POPE with a pinned prompt, greedy decoding and a documented yes/no parser."""
+    """POPE with a pinned prompt, greedy decoding and a named answer-reading protocol."""
 
     name = "pope"
 
@@ -180,38 +159,37 @@ class PopeEvaluator:
                                      "(POPE reports all three; check the data and 'ids')")
         requests = [GenerationRequest(prompt=render(cfg.prompt, question=s.fields["question"]), images=s.images) for s in samples]
         answers = generate(model, requests, cfg, ctx, self.name)
+        protocol, reference = pope_protocol(cfg.protocol), pope_protocol(DEFAULT_POPE_PROTOCOL)
+        readings = [protocol.read(a) for a in answers]
+        reference_readings = [reference.read(a) for a in answers]
+        labels = [bool(s.fields["label"]) for s in samples]
         records: list[dict[str, Any]] = []
-        unparsed = 0
-        preds: list[bool] = []
-        for s, answer in zip(samples, answers):
-            if cfg.parser == "llava":
-                yes: Optional[bool] = parse_pope_llava(answer)
-            else:
-                yes = parse_yes_no(answer)
-                if yes is None:
-                    unparsed += 1
-            pred = bool(yes)
-            preds.append(pred)
+        for s, answer, reading, ref_reading in zip(samples, answers, readings, reference_readings):
             records.append({
                 "id": s.id,
                 "split": s.fields["split"],
                 "question": s.fields["question"],
                 "image": s.fields.get("image_source"),
                 "answer": answer,
-                "prediction": "yes" if pred else "no",
-                "parsed": yes is not None,
+                "prediction": reading,
+                "parsed": reading != "other",
                 "label": "yes" if s.fields["label"] else "no",
-                "correct": pred == s.fields["label"],
+                "correct": reading == ("yes" if s.fields["label"] else "no"),
+                **({} if protocol.name == reference.name else {"reference_prediction": ref_reading}),
             })
         metrics: dict[str, float] = {}
         per_split: dict[str, int] = {}
         for split in POPE_SPLITS:
             idx = [i for i, s in enumerate(samples) if s.fields["split"] == split]
-            values = binary_metrics([samples[i].fields["label"] for i in idx], [preds[i] for i in idx])
+            values = protocol.metrics([labels[i] for i in idx], [readings[i] for i in idx])
             metrics.update({f"pope_{split}_{m}": values[m] for m in POPE_SPLIT_METRICS})
             per_split[split] = len(idx)
-        for m in POPE_SPLIT_METRICS:
-            metrics[f"pope_{m}"] = sum(metrics[f"pope_{s}_{m}"] for s in POPE_SPLITS) / len(POPE_SPLITS)
+        if protocol.pooled:
+            pooled = protocol.metrics(labels, readings)
+            metrics.update({f"pope_{m}": pooled[m] for m in POPE_SPLIT_METRICS})
+        else:
+            for m in POPE_SPLIT_METRICS:
+                metrics[f"pope_{m}"] = sum(metrics[f"pope_{s}_{m}"] for s in POPE_SPLITS) / len(POPE_SPLITS)
         metrics = {m: metrics[m] for m in POPE_METRICS}
         # The splits are balanced, so yes_ratio is ideally 0.5; it is read lower-is-better because the
         # failure it watches is the excess "yes" of a hallucinating model.
@@ -222,8 +200,11 @@ class PopeEvaluator:
             "prompt_template": cfg.prompt,
             "example_prompt": requests[0].prompt,
             "decoding": decoding(cfg),
-            "parser": cfg.parser,
-            "unparsed_answers": unparsed,
+            "protocol": protocol.describe(),
+            "unparsed_answers": sum(1 for r in readings if r == "other"),
+            # Answers this protocol reads otherwise than the published one (0 for the published one itself).
+            "read_differently_from_reference": sum(1 for r, q in zip(readings, reference_readings) if r != q),
+            "reference_protocol": reference.name,
             "questions_per_split": per_split,
             **sample_details(samples),
         }
