@@ -10,17 +10,19 @@ Data (``data_dir``):
   ``annotations/captions_val2014.json``.
 
 Ground truth per image: the categories of its instance annotations plus the
-objects its five reference captions name (``caption_objects``, RLHF-V's
-convention). Objects mentioned by a description are found with the COCO
-synonym table (:mod:`mmalign_evals.coco`), or listed by a judge and mapped
-through the same table (``extraction="judge"``).
+objects its five reference captions name (``caption_objects``, as in both
+reference scripts). Objects mentioned by a description are found by the rules
+of the config's ``protocol`` (:mod:`mmalign_evals.chair_protocols`:
+``chair-original`` or ``rlhf-v``), or listed by a judge and read by the same
+rules (``extraction="judge"``).
 
 Metrics (fractions): ``recall`` = sum over descriptions of |mentioned classes
-and ground truth| / sum of |ground truth| (the paper's Rec column);
-``chair_s`` = share of descriptions with at least one hallucinated object;
-``chair_i`` = hallucinated / all object mentions; ``objects_per_caption`` =
-mean number of distinct classes mentioned (a guard: naming fewer objects
-lowers CHAIR and recall together).
+and ground truth| / sum of |ground truth| (the paper's Rec column, RLHF-V's
+``obj_rec``); ``chair_s`` = descriptions with at least one hallucinated object
+/ all descriptions (``chair-original``) or / descriptions naming an object
+(``rlhf-v``); ``chair_i`` = hallucinated / all object mentions;
+``objects_per_caption`` = mean number of distinct classes mentioned (a guard:
+naming fewer objects lowers CHAIR and recall together).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from typing import Any, Optional
 from mmalign_core import EvalResult, GenerationRequest
 from mmalign_core.protocols import Context, GenerativeModel
 
+from .chair_protocols import chair_protocol
 from .coco import caption_objects, category_names, extract_mentions, objects_from_list
 from .common import (
     BenchmarkDataError,
@@ -142,7 +145,7 @@ class ObjectHalBenchEvaluator:
                 if iid in captions:
                     captions[iid].append(str(ann["caption"]))
             for iid, texts in captions.items():
-                truth[iid] |= caption_objects(texts)
+                truth[iid] |= caption_objects(texts, self.config.protocol)
         unknown = sorted(image_ids - known)
         if unknown:
             raise BenchmarkDataError(f"{self.name}: images not in the COCO annotations ({annotation_files[0].name}): {unknown[:5]}")
@@ -172,13 +175,14 @@ class ObjectHalBenchEvaluator:
             client = CachedJudge(judge, ctx, enabled=cfg.judge_cache, batch_size=cfg.judge_batch_size)
             replies = list(client.complete([GenerationRequest(prompt=render(self.rubric, caption=c)) for c in captions], desc=self.name))
 
-        mentions_total = hallucinated_total = with_hallucination = 0
+        protocol = chair_protocol(cfg.protocol)
+        mentions_total = hallucinated_total = with_hallucination = naming = 0
         recall_hits = recall_total = 0
         distinct_counts = []
         records = []
         for s, caption, reply in zip(samples, captions, replies):
             gt = truth[s.fields["image_id"]]
-            mentions = extract_mentions(caption) if reply is None else objects_from_list(reply)
+            mentions = extract_mentions(caption, cfg.protocol) if reply is None else objects_from_list(reply, cfg.protocol)
             named = {m.category for m in mentions}
             if cfg.chair_i_counts == "unique":
                 counted = sorted(named)
@@ -188,6 +192,7 @@ class ObjectHalBenchEvaluator:
             mentions_total += len(counted)
             hallucinated_total += len(wrong)
             with_hallucination += bool(wrong)
+            naming += bool(mentions)
             recall_hits += len(named & gt)
             recall_total += len(gt)
             distinct_counts.append(len(named))
@@ -204,7 +209,7 @@ class ObjectHalBenchEvaluator:
             })
         metrics = {
             "recall": recall_hits / recall_total if recall_total else 0.0,
-            "chair_s": with_hallucination / len(samples),
+            "chair_s": protocol.chair_s(with_hallucination, len(samples), naming),
             "chair_i": hallucinated_total / mentions_total if mentions_total else 0.0,
             "objects_per_caption": mean(distinct_counts),
         }
@@ -216,11 +221,13 @@ class ObjectHalBenchEvaluator:
             "example_prompt": requests[0].prompt,
             "decoding": decoding(cfg),
             "extraction": cfg.extraction,
-            "synonyms": "mmalign_evals.coco.SYNONYM_TABLE (CHAIR convention, Rohrbach et al. 2018)",
+            "protocol": protocol.describe(),
             "ground_truth": "instances + caption objects" if cfg.caption_objects else "instances",
             "chair_i_counts": cfg.chair_i_counts,
             "mentions": mentions_total,
             "hallucinated_mentions": hallucinated_total,
+            "descriptions_with_hallucination": with_hallucination,
+            "descriptions_naming_objects": naming,
             "ground_truth_objects": recall_total,
             "image_ids": [s.fields["image_id"] for s in samples],
             **sample_details(samples),
