@@ -30,14 +30,21 @@ def test_mmhal_mean_and_hallucination_rate(evals, ctx, tmp_path: Path) -> None:
     root = write_mmhal(tmp_path / "mmhal")
     config = {"data_dir": str(root), "judge": scripted_judge(mmhal_judge_replies())}
     result = check_evaluator(evals.resolve("evaluator", "mmhal-bench"), model_for(MMHAL_ITEMS, 1, 3), config, ctx)
-    # Ratings 5, 2, 6 and one unparsed reply (left out): mean 13/3, one of three below 3.
-    assert result.metrics == {"mmhal_score": pytest.approx(13 / 3), "mmhal_hallucination_rate": pytest.approx(1 / 3)}
+    # The published protocol (llava-rlhf): ratings 5, 2, 6 and 0 for the reply without one -- mean 13/4, two of
+    # four below 3.
+    assert result.metrics == {"mmhal_score": pytest.approx(13 / 4), "mmhal_hallucination_rate": pytest.approx(2 / 4)}
     assert result.higher_is_better == {"mmhal_score": True, "mmhal_hallucination_rate": False}
-    assert [r["rating"] for r in result.records] == [5, 2, 6, None]
-    assert [r["hallucination"] for r in result.records] == [False, True, False, None]
+    assert [r["rating"] for r in result.records] == [5, 2, 6, 0]
+    assert [r["hallucination"] for r in result.records] == [False, True, False, True]
     d = result.details
-    assert d["unparsed_judgements"] == 1
-    assert d["score_by_question_type"] == {"attribute": 5.0, "counting": 2.0, "relation": 6.0}
+    assert d["unparsed_judgements"] == 1 and d["protocol"]["name"] == "llava-rlhf" and d["read_differently_from_reference"] == 0
+    assert d["score_by_question_type"] == {"attribute": 5.0, "counting": 2.0, "relation": 6.0, "other": 0.0}
+    assert d["judge"]["prompt_source"] == "built-in"
+    # The tolerant reading leaves the unreadable reply out: mean 13/3, one of three below 3.
+    tolerant = check_evaluator(evals.resolve("evaluator", "mmhal-bench"), model_for(MMHAL_ITEMS, 1, 3), {**config, "protocol": "tolerant"}, ctx)
+    assert tolerant.metrics == {"mmhal_score": pytest.approx(13 / 3), "mmhal_hallucination_rate": pytest.approx(1 / 3)}
+    assert [r["rating"] for r in tolerant.records] == [5, 2, 6, None]
+    assert tolerant.details["unparsed_judgements"] == 1 and tolerant.details["read_differently_from_reference"] == 1
     assert d["judge"]["identity"]["judge"] == "scripted-judge" and d["judge"]["sees_image"] is False
     assert "Rating: 6" in d["judge"]["prompt_template"] and len(d["judge"]["prompt_sha256"]) == 64
     # The judging prompt holds the image contents, question, reference and answer.
@@ -157,7 +164,7 @@ def test_mmvet_judge_row_spaces_the_and_or_markers(ctx, tmp_path: Path) -> None:
 def test_judge_reply_parsers() -> None:
     from mmalign_evals.parsing import parse_correctness, parse_pair_scores, parse_rating
 
-    assert parse_rating("blah\nRating: 4") == 4 and parse_rating("rating: 7") is None and parse_rating("**Rating**: 2") is None
+    assert parse_rating("blah\nRating: 4") == 4 and parse_rating("rating: 7") is None and parse_rating("**Rating**: 2") == 2
     assert parse_rating("Rating: 1 ... on reflection, Rating: 3") == 3
     assert parse_pair_scores("\n8 7\nbecause") == (8.0, 7.0) and parse_pair_scores("8 out of 10") is None
     assert parse_correctness("0.7") == 0.7 and parse_correctness("Score: 0.4 overall") == 0.4 and parse_correctness("2") is None

@@ -8,6 +8,8 @@ resolved against the installed plugins when the spec is validated.
 from __future__ import annotations
 
 import re
+import string
+from pathlib import Path
 from typing import ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
@@ -205,10 +207,55 @@ class _QuestionJudgedConfig(JudgedConfig):
         return None if value is None else _check_template(value, *cls.RUBRIC_FIELDS)
 
 
+def positional_fields(template: str) -> int:
+    """How many automatically numbered ``{}`` placeholders ``template`` has."""
+    return sum(1 for _, name, _, _ in string.Formatter().parse(template) if name == "")
+
+
+def read_rubric_file(path: str) -> str:
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read the rubric file {path}: {exc.strerror or exc}") from None
+
+
 class MMHalConfig(_QuestionJudgedConfig):
     """MMHal-Bench: 96 questions on OpenImages, answers rated 0-6 by a text-only judge."""
 
     RUBRIC_FIELDS: ClassVar[tuple[str, ...]] = MMHAL_RUBRIC_FIELDS
+
+    protocol: Literal["llava-rlhf", "tolerant"] = Field(
+        "llava-rlhf",
+        description="How a judge reply becomes a rating. 'llava-rlhf' (LLaVA-RLHF's eval_gpt_mmhal.py): the one N in 0..6 "
+        "with 'rating: N' in the lower-cased reply; none or several -> 0 (a hallucination); every item counts. "
+        "'tolerant': the last 'Rating: N' (markdown, '6.', '3.0', '05' accepted); replies without one are left out.",
+    )
+    rubric_file: Optional[str] = Field(
+        None,
+        description="A judging-prompt template file, e.g. the template of LLaVA-RLHF's eval_gpt_mmhal.py saved as text to "
+        "reproduce published scores. Four '{}' placeholders are filled in the reference's order (image contents, question, "
+        "reference answer, model answer); or use the named placeholders of 'rubric'. Recorded in details.judge.",
+    )
+
+    @model_validator(mode="after")
+    def _rubric_file(self) -> "MMHalConfig":
+        if self.rubric_file is None:
+            return self
+        if self.rubric is not None:
+            raise ValueError("give 'rubric' or 'rubric_file', not both")
+        text = read_rubric_file(self.rubric_file)
+        count = positional_fields(text)
+        if count:
+            if count != len(MMHAL_RUBRIC_FIELDS) or any(name for _, name, _, _ in string.Formatter().parse(text) if name):
+                raise ValueError(f"the rubric file {self.rubric_file} has {count} '{{}}' placeholder(s); a positional template "
+                                 f"needs exactly {len(MMHAL_RUBRIC_FIELDS)} and no named ones (image contents, question, "
+                                 "reference answer, model answer)")
+        else:
+            try:
+                _check_template(text, *MMHAL_RUBRIC_FIELDS)
+            except ValueError as exc:
+                raise ValueError(f"the rubric file {self.rubric_file}: {exc}") from None
+        return self
 
 
 class MMHalVConfig(MMHalConfig):

@@ -3,8 +3,10 @@
 Each evaluator generates the model's answers, builds one judging prompt per
 sample from its rubric (``rubrics.py``, or the config's ``rubric``), sends the
 prompts through a :class:`~mmalign_evals.judging.CachedJudge` and parses the
-replies. Replies that cannot be parsed are left out of the means and counted
-in ``details.unparsed_judgements`` (each is in ``samples.jsonl``).
+replies. MMHal-Bench reads ratings by its ``protocol`` (the published
+``llava-rlhf`` rates an unreadable reply 0); for the other benchmarks replies
+that cannot be parsed are left out of the means and counted in
+``details.unparsed_judgements`` (each is in ``samples.jsonl``).
 """
 from __future__ import annotations
 
@@ -38,20 +40,24 @@ from .common import (
 )
 from .config import (
     MMHAL_METRICS,
+    MMHAL_RUBRIC_FIELDS,
     MMHAL_V_METRICS,
     JudgedConfig,
     LlavaWildConfig,
     MMHalConfig,
     MMHalVConfig,
     MMVetConfig,
+    positional_fields,
+    read_rubric_file,
 )
 from .judging import CachedJudge, build_judge
-from .parsing import parse_correctness, parse_pair_scores, parse_rating
+from .mmhal_protocols import DEFAULT_MMHAL_PROTOCOL, HALLUCINATION_BELOW, mmhal_protocol
+from .parsing import parse_correctness, parse_pair_scores
 from .rubrics import LLAVA_W_RUBRIC, MMHAL_RUBRIC, MMHAL_V_RUBRIC, MMVET_RUBRIC
 
 #: MMHal-Bench's eight question types, in the order its summary reports them.
 MMHAL_TYPES = ("attribute", "adversarial", "comparison", "counting", "relation", "environment", "holistic", "other")
-MMHAL_HALLUCINATION_BELOW = 3
+MMHAL_HALLUCINATION_BELOW = HALLUCINATION_BELOW
 LLAVA_W_CATEGORIES = ("conv", "detail", "complex")
 MMVET_CAPABILITIES = ("rec", "ocr", "know", "gen", "spat", "math")
 
@@ -88,6 +94,13 @@ class JudgedEvaluator:
     def rubric(self) -> str:
         return self.config.rubric or self.default_rubric
 
+    @property
+    def rubric_source(self) -> str:
+        return "config.rubric" if self.config.rubric else "built-in"
+
+    def judge_prompt(self, fields: dict[str, str]) -> str:
+        return render(self.rubric, **fields)
+
     def root(self, ctx: Optional[Context]) -> Path:
         return data_root(self.config.data_dir, self.folder, ctx)
 
@@ -114,7 +127,7 @@ class JudgedEvaluator:
         answers = generate(model, requests, cfg, ctx, self.name)
         client = CachedJudge(self.judge, ctx, enabled=cfg.judge_cache, batch_size=cfg.judge_batch_size)
         judge_requests = [
-            GenerationRequest(prompt=render(self.rubric, **self.judge_fields(s, a)), images=list(s.images) if self.judge_sees_image else [])
+            GenerationRequest(prompt=self.judge_prompt(self.judge_fields(s, a)), images=list(s.images) if self.judge_sees_image else [])
             for s, a in zip(samples, answers)
         ]
         replies = client.complete(judge_requests, desc=self.name)
@@ -127,7 +140,8 @@ class JudgedEvaluator:
             "prompt_template": cfg.prompt,
             "example_prompt": requests[0].prompt,
             "decoding": decoding(cfg),
-            "judge": {**client.details(self.rubric), "sees_image": self.judge_sees_image, "example_prompt": judge_requests[0].prompt},
+            "judge": {**client.details(self.rubric), "prompt_source": self.rubric_source, "sees_image": self.judge_sees_image,
+                      "example_prompt": judge_requests[0].prompt},
             **extra,
             **sample_details(samples),
         }
@@ -208,12 +222,35 @@ class MMHalEvaluator(JudgedEvaluator):
         f = sample.fields
         return {"image_content": f["image_content"], "question": f["question"], "reference": f["reference"], "answer": answer}
 
+    @property
+    def rubric(self) -> str:
+        cfg = self.config
+        if cfg.rubric_file:
+            return read_rubric_file(cfg.rubric_file)
+        return cfg.rubric or self.default_rubric
+
+    @property
+    def rubric_source(self) -> str:
+        cfg = self.config
+        return f"file {cfg.rubric_file}" if cfg.rubric_file else super().rubric_source
+
+    def judge_prompt(self, fields: dict[str, str]) -> str:
+        if positional_fields(self.rubric):
+            # A reference template ("{}" placeholders, as in eval_gpt_mmhal.py): filled in the reference's order.
+            return self.rubric.format(*(fields[name] for name in MMHAL_RUBRIC_FIELDS))
+        return render(self.rubric, **fields)
+
     def score(self, samples, answers, replies):
         score_name, rate_name = self.metric_names
+        protocol, reference = mmhal_protocol(self.config.protocol), mmhal_protocol(DEFAULT_MMHAL_PROTOCOL)
         records, ratings = [], []
         by_type: dict[str, list[int]] = defaultdict(list)
+        unparsed = differently = 0
         for s, answer, reply in zip(samples, answers, replies):
-            rating = parse_rating(reply)
+            reading, ref_reading = protocol.read(reply), reference.read(reply)
+            rating = reading.rating
+            unparsed += not reading.parsed
+            differently += rating != ref_reading.rating
             if rating is not None:
                 ratings.append(rating)
                 by_type[s.fields["question_type"]].append(rating)
@@ -225,17 +262,23 @@ class MMHalEvaluator(JudgedEvaluator):
                 "answer": answer,
                 "judge_reply": reply,
                 "rating": rating,
-                "hallucination": None if rating is None else rating < MMHAL_HALLUCINATION_BELOW,
+                "rating_parsed": reading.parsed,
+                "hallucination": None if rating is None else rating < HALLUCINATION_BELOW,
+                **({} if protocol.name == reference.name else {"reference_rating": ref_reading.rating}),
             })
         metrics = {
             score_name: mean(ratings),
-            rate_name: mean([1.0 if r < MMHAL_HALLUCINATION_BELOW else 0.0 for r in ratings]),
+            rate_name: mean([1.0 if r < HALLUCINATION_BELOW else 0.0 for r in ratings]),
         }
         higher = {score_name: True, rate_name: False}
         order = [t for t in MMHAL_TYPES if t in by_type] + sorted(t for t in by_type if t not in MMHAL_TYPES)
         extra = {
             "scale": "0-6; hallucination = rating < 3",
-            "unparsed_judgements": len(samples) - len(ratings),
+            "protocol": protocol.describe(),
+            "unparsed_judgements": unparsed,
+            # Replies this protocol rates otherwise than the published one (0 for the published one itself).
+            "read_differently_from_reference": differently,
+            "reference_protocol": reference.name,
             "score_by_question_type": {t: mean(by_type[t]) for t in order},
             "n_by_question_type": {t: len(by_type[t]) for t in order},
         }
