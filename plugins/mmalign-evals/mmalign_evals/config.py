@@ -304,17 +304,21 @@ class VQAConfig(BenchmarkConfig):
         None, description="Images for the JSON layouts; default data_dir/train_images (TextVQA), data_dir/images (GQA, jsonl)."
     )
     prompt: str = Field(SHORT_ANSWER, description="Prompt template; '{question}' is the question (lmms-eval's default).")
-    scoring: Literal["auto", "vqa", "exact_match"] = Field(
-        "auto", description="What vqa_accuracy is: 'vqa' (min(#annotators agreeing / 3, 1), averaged over the 10 leave-one-out "
-        "subsets), 'exact_match', or 'auto' (vqa for TextVQA and jsonl, exact_match for GQA)."
-    )
-    normalize: Literal["auto", "vqa", "lower-punct", "none"] = Field(
+    protocol: Literal["auto", "evalai", "lmms-eval", "tolerant"] = Field(
         "auto",
-        description="Answer normalisation for exact match: 'vqa' (the standard VQA punctuation/number/article rules), "
-        "'lower-punct' (lower case, punctuation removed), 'none', or 'auto' (lower-punct for GQA, vqa otherwise). "
-        "VQA accuracy always uses the VQA rules.",
+        description="How answers are scored. 'evalai': EvalAI's answer processor and TextVQA's VQA accuracy (mmf, LLaVA's "
+        "m4c_evaluator.py, lmms-eval textvqa; a single reference scores 0). 'lmms-eval': lmms-eval's GQA exact match "
+        "(lower case, ASCII punctuation deleted, white space kept). 'tolerant': mmalign's former rules. 'auto': evalai for "
+        "TextVQA, lmms-eval for GQA, tolerant for jsonl.",
     )
     max_new_tokens: int = Field(16, ge=1, description="Generation budget per answer (lmms-eval's GQA default).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and ({"scoring", "normalize"} & set(data)):
+            raise ValueError("'scoring' and 'normalize' were replaced by 'protocol' ('auto', 'evalai', 'lmms-eval' or 'tolerant')")
+        return data
 
     @field_validator("prompt")
     @classmethod

@@ -15,8 +15,10 @@ Layouts (``benchmark``):
   ``answer``.
 
 ``vqa_accuracy`` is the benchmark's score -- VQA accuracy (TextVQA, jsonl) or
-exact match (GQA), see ``scoring`` -- and ``vqa_exact_match`` is exact match
-against any reference answer under ``normalize``. Both are fractions.
+exact match (GQA) -- and ``vqa_exact_match`` is exact match against any
+reference answer, both as the config's ``protocol`` computes them
+(:mod:`mmalign_evals.vqa_protocols`; by default the benchmark's published
+script). Both are fractions.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ from .common import (
     select,
 )
 from .config import VQA_METRICS, VQAConfig
-from .vqa_norm import exact_match, vqa_accuracy
+from .vqa_protocols import vqa_protocol
 
 FOLDERS = {"textvqa": "textvqa", "gqa": "gqa", "jsonl": "vqa"}
 SOURCES = {
@@ -92,8 +94,7 @@ class VQAEvaluator:
     def __init__(self, config: VQAConfig):
         self.config = config
         b = config.benchmark
-        self.scoring = config.scoring if config.scoring != "auto" else ("exact_match" if b == "gqa" else "vqa")
-        self.normalize = config.normalize if config.normalize != "auto" else ("lower-punct" if b == "gqa" else "vqa")
+        self.protocol = vqa_protocol(config.protocol, b)
         self.splits = (config.split.lower(),) if config.split else DEFAULT_SPLITS[b]
 
     def root(self, ctx: Optional[Context]) -> Path:
@@ -197,8 +198,8 @@ class VQAEvaluator:
         records, acc, em = [], [], []
         for s, answer in zip(samples, answers):
             refs = s.fields["answers"]
-            e = exact_match(answer, refs, self.normalize)
-            a = vqa_accuracy(answer, refs) if self.scoring == "vqa" else e
+            e = self.protocol.exact_match(answer, refs)
+            a = self.protocol.accuracy(answer, refs)
             acc.append(a)
             em.append(e)
             records.append({"id": s.id, "question": s.fields["question"], "answer": answer, "references": refs,
@@ -207,8 +208,9 @@ class VQAEvaluator:
         details = {
             "benchmark": cfg.benchmark,
             "data": data_info,
-            "scoring": self.scoring,
-            "normalize": self.normalize,
+            "protocol": self.protocol.describe(),
+            "scoring": self.protocol.scoring,
+            "normalize": self.protocol.normalize,
             "prompt_template": cfg.prompt,
             "example_prompt": requests[0].prompt,
             "decoding": decoding(cfg),

@@ -1,4 +1,19 @@
-"""VQA answer normalisation and accuracy.
+"""VQA answer normalisation and accuracy: the reference rules and mmalign's tolerant variants.
+
+Reference (EvalAI / lmms-eval, used by the ``evalai`` and ``lmms-eval`` protocols):
+
+* :func:`normalize_evalai` is EvalAI's answer processor as TextVQA's evaluation (mmf's
+  ``EvalAIAnswerProcessor``, LLaVA's ``m4c_evaluator.py``, lmms-eval) runs it: lower case; commas and question
+  marks dropped and ``'s`` split off; newlines and tabs to spaces; punctuation removed where a space is next to
+  it anywhere in the answer, else turned into a space; periods not followed by a digit removed -- at most 32 of
+  them (the reference passes ``re.UNICODE`` as the ``count`` of ``re.sub``); number words to digits; articles
+  dropped; then the official contraction table (``data/evalai_contractions.json``, shipped as is).
+* :func:`vqa_accuracy_evalai`: for each of the n reference answers, min(#other references equal to the
+  prediction / 3, 1), averaged over the n -- so a single reference scores 0 (lmms-eval's loop).
+* :func:`exact_match_lmms`: lmms-eval's ``exact_match`` with ``ignore_case`` and ``ignore_punctuation`` (GQA):
+  lower case, ASCII punctuation deleted, then equality -- white space is neither stripped nor collapsed.
+
+Tolerant (mmalign's former rules, the ``tolerant`` protocol and generic JSONL data):
 
 :func:`normalize_vqa` applies the standard VQA evaluation rules (as in the
 official VQA evaluation code and EvalAI's answer processor, which TextVQA and
@@ -19,9 +34,13 @@ annotators). With fewer than two references it is exact match.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import string
+from functools import lru_cache
 from typing import Sequence
+
+from .chair_text import data_text
 
 _CANONICAL_CONTRACTIONS = """
 ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't he'd he'd've
@@ -120,4 +139,59 @@ def exact_match(prediction: str, references: Sequence[str], normalize: str = "vq
     return float(any(pred == norm(r) for r in references))
 
 
-__all__ = ["normalize_vqa", "normalize_lower_punct", "vqa_accuracy", "exact_match", "NORMALIZERS", "CONTRACTIONS"]
+# ------------------------------------------------------------------------------ reference rules
+#: How many periods the reference strips at most (``re.UNICODE == 32`` passed as ``count``).
+EVALAI_PERIOD_LIMIT = int(re.UNICODE)
+
+
+@lru_cache(maxsize=1)
+def evalai_contractions() -> dict[str, str]:
+    """The official contraction table (``data/evalai_contractions.json``)."""
+    return dict(json.loads(data_text("evalai_contractions.json"))["contractions"])
+
+
+def _evalai_punctuation(text: str) -> str:
+    out = text
+    for p in PUNCTUATION:
+        out = out.replace(p, "" if (p + " ") in text or (" " + p) in text else " ")
+    return _PERIOD.sub("", out, count=EVALAI_PERIOD_LIMIT)
+
+
+def normalize_evalai(answer: str) -> str:
+    """EvalAI's VQA answer processor (see the module docstring)."""
+    text = answer.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
+    text = _evalai_punctuation(text.replace("\n", " ").replace("\t", " ").strip())
+    table = evalai_contractions()
+    words = [NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    return " ".join(table.get(w, w) for w in words if w not in ARTICLES)
+
+
+def vqa_accuracy_evalai(prediction: str, references: Sequence[str]) -> float:
+    """VQA accuracy as TextVQA's evaluation computes it (0 without references; 0 with a single one)."""
+    pred = normalize_evalai(prediction)
+    refs = [normalize_evalai(r) for r in references]
+    if not refs:
+        return 0.0
+    agreeing = sum(1 for r in refs if r == pred)
+    # Leaving out reference i leaves agreeing - [refs[i] == pred] matches.
+    return sum(min(1.0, (agreeing - (r == pred)) / 3.0) for r in refs) / len(refs)
+
+
+def exact_match_evalai(prediction: str, references: Sequence[str]) -> float:
+    pred = normalize_evalai(prediction)
+    return float(any(pred == normalize_evalai(r) for r in references))
+
+
+def normalize_lmms_exact(answer: str) -> str:
+    """lmms-eval's ``ignore_case`` + ``ignore_punctuation``: lower case, ASCII punctuation deleted, nothing else."""
+    return answer.lower().translate(_PUNCT_TABLE)
+
+
+def exact_match_lmms(prediction: str, references: Sequence[str]) -> float:
+    pred = normalize_lmms_exact(prediction)
+    return float(any(pred == normalize_lmms_exact(r) for r in references))
+
+
+__all__ = ["normalize_vqa", "normalize_lower_punct", "vqa_accuracy", "exact_match", "NORMALIZERS", "CONTRACTIONS",
+           "normalize_evalai", "vqa_accuracy_evalai", "exact_match_evalai", "normalize_lmms_exact", "exact_match_lmms",
+           "evalai_contractions", "EVALAI_PERIOD_LIMIT"]
