@@ -61,15 +61,17 @@ def test_eval_and_compare_on_the_tiny_model(env: dict[str, str], tiny_dir: Path,
     assert len(samples) == 6 and {"answer", "prediction", "label"} <= set(json.loads(samples[0]))
     assert "## Evaluation" in (run_a / "report.md").read_text()
 
-    # 2. From a spec with evaluate stages only (another parser, so the numbers may differ).
+    # 2. From a spec with evaluate stages only (another protocol, so the numbers may differ).
     spec = {"name": "pope-yes-no", "model": {"name": "tiny-llava", "config": {"path": str(tiny_dir)}},
-            "stages": [{"type": "evaluate", "evaluators": [{"name": "pope", "config": {**pope, "parser": "yes-no"}}]}]}
+            "stages": [{"type": "evaluate", "evaluators": [{"name": "pope", "config": {**pope, "protocol": "first-yes-no"}}]}]}
     spec_file = tmp_path / "eval.json"
     spec_file.write_text(json.dumps(spec))
     run_b = tmp_path / "run-b"
     done = cli(env, "eval", str(spec_file), "--output-dir", str(run_b))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert manifest(run_b)["evaluations"][0]["results"]["pope"]["details"]["parser"] == "yes-no"
+    # The protocol used is in the manifest (and results.json).
+    assert manifest(run_b)["evaluations"][0]["results"]["pope"]["details"]["protocol"]["name"] == "first-yes-no"
+    assert manifest(run_a)["evaluations"][0]["results"]["pope"]["details"]["protocol"]["name"] == "pope-original"
 
     # 3. Compare the two: 20 metrics -> transposed (one row per metric, one column per run).
     chart = tmp_path / "cmp.png"
