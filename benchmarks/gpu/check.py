@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from gpucheck.profile import PARTS, PROFILES, Profile  # noqa: E402
+from gpucheck.sizes import PARTS, PROFILES, Profile  # noqa: E402
 from gpucheck.record import Recorder, write_json  # noqa: E402
 
 LOG_CAP = 200_000  # characters of each part's output kept in gpu-check.log
@@ -93,6 +93,15 @@ def spawn_part(name: str, profile: Profile, timeout: float, scratch: Path, log: 
     return data
 
 
+def install_record() -> dict[str, Any]:
+    """What run.sh reported about its installs (nothing when check.py was started directly)."""
+    log = os.environ.get("GPU_CHECK_INSTALL_LOG")
+    text = Path(log).read_text(errors="replace") if log and Path(log).is_file() else ""
+    seconds = os.environ.get("GPU_CHECK_INSTALL_SECONDS")
+    return {"status": os.environ.get("GPU_CHECK_INSTALL_STATUS", "not run (check.py started directly)"),
+            "seconds": float(seconds) if seconds else None, "log_tail": text[-4000:]}
+
+
 def orchestrate(profile: Profile, parts: list[str], out: Path, scratch: Path, total: float) -> dict[str, Any]:
     from gpucheck.summary import summarise
 
@@ -102,7 +111,7 @@ def orchestrate(profile: Profile, parts: list[str], out: Path, scratch: Path, to
     log.write_text("")
     started = time.time()
     report: dict[str, Any] = {"schema": 1, "profile": profile.as_json(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                              "commit": os.environ.get("MMALIGN_COMMIT") or None, "parts": {}}
+                              "commit": os.environ.get("MMALIGN_COMMIT") or None, "install": install_record(), "parts": {}}
     slack = 0.0
     for i, name in enumerate(parts):
         left = started + total - time.time()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .paths import add_helpers
-from .profile import Profile
+from .sizes import Profile
 from .record import Recorder
 
 RED, BLUE = (210, 30, 30), (30, 60, 220)

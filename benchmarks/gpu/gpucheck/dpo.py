@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from . import llava7b
 from .paths import add_helpers
-from .profile import Profile
+from .sizes import Profile
 from .record import GIB, Recorder, free_memory, peak_bytes, reset_peak, sync
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"

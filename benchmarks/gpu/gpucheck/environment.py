@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .profile import Profile
+from .sizes import Profile
 from .record import GIB, Recorder
 
 PACKAGES = ("torch", "transformers", "tokenizers", "huggingface_hub", "accelerate", "peft", "trl", "datasets", "pyarrow",

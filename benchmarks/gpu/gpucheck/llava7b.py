@@ -1,6 +1,6 @@
 """A LLaVA-1.5-shaped model with random weights, built in memory on the device (no download, no files).
 
-The architecture is :class:`~gpucheck.profile.LlavaShape` (by default llava-1.5-7b: a 32-layer, 4096-wide
+The architecture is :class:`~gpucheck.sizes.LlavaShape` (by default llava-1.5-7b: a 32-layer, 4096-wide
 Llama with a 32064-token output head, a CLIP ViT-L/14 tower at 336 px giving 576 image tokens per image,
 and the two-layer GELU projector). The tokenizer is the tests' tiny byte-level BPE (its ids are a prefix of
 the model's vocabulary), so prompts and answers are short real token sequences while the compute per
@@ -12,7 +12,7 @@ import contextlib
 from typing import Any
 
 from .paths import add_helpers
-from .profile import LlavaShape
+from .sizes import LlavaShape
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 

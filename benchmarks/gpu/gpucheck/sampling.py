@@ -17,7 +17,7 @@ from typing import Any
 
 from . import llava7b
 from .paths import add_helpers
-from .profile import Profile
+from .sizes import Profile
 from .record import GIB, Recorder, free_memory, peak_bytes, reset_peak, sync
 
 

@@ -75,9 +75,11 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
     def v(name: str) -> str:
         return (versions.get(name) or {}).get("version", "-")
 
-    lines = [f"mmalign GPU check ({report.get('profile', {}).get('name')}), {report.get('started')}, "
+    lines = [f"mmalign GPU check ({report.get('profile', {}).get('name')}) at {report.get('commit') or '?'}, {report.get('started')}, "
              f"{report.get('total_seconds')}s; device {device.get('name', 'cpu')}; torch {v('torch')}, "
              f"transformers {v('transformers')}, trl {v('trl')}, peft {v('peft')}, accelerate {v('accelerate')}"]
+    install = report.get("install") or {}
+    lines.append(f"{'install':<12}{install.get('status', '?'):<9}{_fmt(install.get('seconds'), '.0f'):>5}s")
     for name, data in parts.items():
         lines.append(_part_line(name, data))
         figs = data.get("figures", {})
