@@ -31,6 +31,16 @@ from gpucheck.record import Recorder, write_json  # noqa: E402
 LOG_CAP = 200_000  # characters of each part's output kept in gpu-check.log
 
 
+def inject_fault(name: str) -> None:
+    """The tests' way to prove that one part's failure or hang stops nothing else:
+    ``GPU_CHECK_INJECT=environment:fail,correctness:hang``."""
+    faults = dict(item.split(":", 1) for item in os.environ.get("GPU_CHECK_INJECT", "").split(",") if ":" in item)
+    if faults.get(name) == "fail":
+        raise RuntimeError(f"failure injected into part {name!r} (GPU_CHECK_INJECT)")
+    if faults.get(name) == "hang":
+        time.sleep(3600)
+
+
 def run_part_here(name: str, profile: Profile, result: Path, deadline: float, scratch: Path) -> int:
     """``--part``: run one part in this process, writing its results to ``result`` as it goes."""
     import importlib
@@ -38,6 +48,7 @@ def run_part_here(name: str, profile: Profile, result: Path, deadline: float, sc
 
     rec = Recorder(result, name, deadline)
     try:
+        inject_fault(name)
         module = importlib.import_module(f"gpucheck.{name}")
         module.run(profile, rec, scratch)
     except BaseException as exc:  # noqa: BLE001 - a part's own crash is its result
@@ -138,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-check-out")), help="where the JSON, summary and log go")
     p.add_argument("--scratch", type=Path, default=None, help="work folder (models, runs); default: a temporary folder")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
-    p.add_argument("--total-seconds", type=float, default=None, help="wall-clock budget (default: the profile's)")
+    p.add_argument("--total-seconds", type=float, default=None,
+                   help="wall-clock budget of the whole check, run.sh's installs included (default: the profile's)")
     p.add_argument("--part", help=argparse.SUPPRESS)
     p.add_argument("--profile", help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -155,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         import tempfile
 
         args.scratch = Path(tempfile.mkdtemp(prefix="mmalign-gpu-check-"))
-    report = orchestrate(profile, parts, args.out, args.scratch, args.total_seconds or profile.total_seconds)
+    total = args.total_seconds or profile.total_seconds
+    total -= float(os.environ.get("GPU_CHECK_INSTALL_SECONDS") or 0.0)  # run.sh's installs count against the budget
+    report = orchestrate(profile, parts, args.out, args.scratch, total)
     print("\n".join(report["summary"]["lines"]))
     return 0
 

@@ -259,7 +259,7 @@ def run(profile: Profile, rec: Recorder, scratch: Path) -> None:
     for family in sizes.families:
         if rec.step(f"{family}/build", lambda: {"folder": str(families.folder(family))}, need_s=2) is None:
             continue
-        for attention in sizes.attention:
+        for attention, dtypes in sizes.runs:
             held: dict[str, Any] = {}
             key = f"{family}/{attention}"
 
@@ -274,7 +274,7 @@ def run(profile: Profile, rec: Recorder, scratch: Path) -> None:
             m = held["m"]
             reference: dict[str, Any] = {}
             rec.step(f"{key}/float32-reference", lambda: reference.update(plain32=scores(m, _pairs(), engine=False)) or {})
-            for dtype in sizes.dtypes:
+            for dtype in dtypes:
                 tag = f"{key}/{dtype}"
                 if dtype != "float32":
                     m.model.to(getattr(torch, dtype))

@@ -90,7 +90,8 @@ class Recorder:
 
     def finish(self) -> None:
         failed = [c["name"] for c in self.data["checks"] if not c["ok"]]
-        self.data["status"] = "error" if self.data["errors"] else ("failed" if failed else "ok")
+        skipped = [k for k, v in self.data["steps"].items() if v.get("status") == "skipped"]
+        self.data["status"] = "error" if self.data["errors"] else "failed" if failed else "partial" if skipped else "ok"
         self.save()
 
 

@@ -87,6 +87,9 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         failed = [c["name"] for c in data.get("checks", []) if not c.get("ok")]
         lines += [f"  FAILED: {n}" for n in failed[:20]]
         lines += [f"  ERROR: {e[:240]}" for e in data.get("errors", [])[:10]]
+        skipped = [k for k, s in data.get("steps", {}).items() if s.get("status") == "skipped"]
+        if skipped:
+            lines.append(f"  SKIPPED (out of time): {', '.join(skipped[:12])}{' ...' if len(skipped) > 12 else ''}")
     t = targets(report)
     for arm, row in t.items():
         lines.append(f"target {arm}: pairs/s >= {TARGET_SPEEDUP}x TRL: {row['speedup_met']} ({_fmt(row['speedup_vs_trl'])}x); "
