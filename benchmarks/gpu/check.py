@@ -74,7 +74,7 @@ def spawn_part(name: str, profile: Profile, timeout: float, scratch: Path, log: 
     out_file = scratch / f"part-{name}.log"
     deadline = time.time() + timeout - 3.0  # leave the part time to save what it has
     cmd = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--profile", profile.name, "--result", str(result),
-           "--deadline", f"{deadline:.3f}", "--scratch", str(scratch)]
+           "--deadline", f"{deadline:.3f}", "--scratch", str(scratch), "--device", profile.device]
     t0 = time.perf_counter()
     status = None
     with out_file.open("w") as fh:
@@ -143,6 +143,13 @@ def orchestrate(profile: Profile, parts: list[str], out: Path, scratch: Path, to
     return report
 
 
+def _profile(name: str, device: str | None) -> Profile:
+    from dataclasses import replace
+
+    profile = PROFILES[name]
+    return replace(profile, device=device) if device and device != profile.device else profile
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: the same code as on the GPU")
@@ -151,14 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
     p.add_argument("--total-seconds", type=float, default=None,
                    help="wall-clock budget of the whole check, run.sh's installs included (default: the profile's)")
+    p.add_argument("--device", default=None, help="override the profile's device (e.g. the GPU sizes of a small part on cpu)")
     p.add_argument("--part", help=argparse.SUPPRESS)
     p.add_argument("--profile", help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.part:
-        return run_part_here(args.part, PROFILES[args.profile], args.result, args.deadline, args.scratch)
-    profile = PROFILES["dry-run" if args.dry_run else "gpu"]
+        return run_part_here(args.part, _profile(args.profile, args.device), args.result, args.deadline, args.scratch)
+    profile = _profile("dry-run" if args.dry_run else "gpu", args.device)
     parts = [x.strip() for x in args.parts.split(",") if x.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:

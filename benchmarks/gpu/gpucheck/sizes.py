@@ -104,7 +104,7 @@ GPU = Profile(
     budgets={"environment": 15.0, "correctness": 60.0, "dpo": 140.0, "sampling": 45.0, "fsdp": 70.0},
     correctness=CorrectnessSizes(
         families=("llava", "llava-next", "qwen2-vl", "qwen2.5-vl", "idefics3", "paligemma"),
-        runs=(("sdpa", ("float32", "bfloat16")), ("eager", ("bfloat16",))),
+        runs=(("sdpa", ("float32", "bfloat16")), ("eager", ("float32", "bfloat16"))),
         new_tokens=10,
     ),
     llava=LlavaShape(),
