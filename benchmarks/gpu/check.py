@@ -25,8 +25,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from gpucheck.sizes import PARTS, PROFILES, Profile  # noqa: E402
 from gpucheck.record import Recorder, write_json  # noqa: E402
+from gpucheck.sizes import PARTS, PROFILES, Profile  # noqa: E402
 
 LOG_CAP = 200_000  # characters of each part's output kept in gpu-check.log
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .paths import add_helpers
-from .sizes import Profile
 from .record import Recorder
+from .sizes import Profile
 
 RED, BLUE = (210, 30, 30), (30, 60, 220)
 PREFIXES = ("", "a red", "a blue square and")

@@ -8,8 +8,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .sizes import Profile
 from .record import GIB, Recorder
+from .sizes import Profile
 
 PACKAGES = ("torch", "transformers", "tokenizers", "huggingface_hub", "accelerate", "peft", "trl", "datasets", "pyarrow",
             "pydantic", "pydantic_core", "pluggy", "safetensors", "numpy", "pillow", "regex", "mmalign", "mmalign-hf")

@@ -17,8 +17,8 @@ from typing import Any
 
 from . import llava7b
 from .paths import add_helpers
-from .sizes import Profile
 from .record import GIB, Recorder, free_memory, peak_bytes, reset_peak, sync
+from .sizes import Profile
 
 
 def _requests(profile: Profile) -> list[Any]:
