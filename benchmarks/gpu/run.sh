@@ -63,16 +63,21 @@ else
         echo "$missing" >&2
     fi
     {
-        echo "== wheels"; printf '%s\n' "$present"
-        if [ -n "$present" ]; then
-            # shellcheck disable=SC2086
-            "$python" -m pip install --no-deps --no-index --disable-pip-version-check --target "$site" $present
-        fi
-        echo "== mmalign (core and plugins, from $repo)"
+        echo "== the carried wheels, and mmalign's core and plugins from $repo"; printf '%s\n' "$present"
+        # shellcheck disable=SC2086
         "$python" -m pip install --no-deps --no-index --no-build-isolation --disable-pip-version-check --target "$site" \
-            "$repo" "$repo"/plugins/mmalign-*
-    } >>"$log" 2>&1 || { status=failed; echo "run.sh: an install failed; see $log" >&2; tail -n 20 "$log" >&2; }
+            $present "$repo" "$repo"/plugins/mmalign-*
+    } >>"$log" 2>&1 || { status=failed; echo "run.sh: the install failed; see $log" >&2; tail -n 20 "$log" >&2; }
     export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
+    # The carried transformers must import with the machine's torch; if it does not, fall back to the
+    # machine's own transformers and peft (recorded as the install status) rather than lose every part.
+    probe='import torch, transformers, peft, pydantic, mmalign_core.engine.hf_vlm'
+    if [ "$system_tf" = 0 ] && ! "$python" -c "$probe" >>"$log" 2>&1; then
+        echo "run.sh: the carried transformers/peft do not import here; using the machine's (see $log)" >&2
+        rm -rf "$site"/transformers "$site"/transformers-* "$site"/peft "$site"/peft-* "$site"/regex "$site"/regex-*
+        status=fallback-system-transformers
+        "$python" -c "$probe" >>"$log" 2>&1 || status=failed
+    fi
 fi
 install_s=$(awk "BEGIN {print $(date +%s.%N) - $start}")
 export GPU_CHECK_INSTALL_SECONDS=$install_s GPU_CHECK_INSTALL_STATUS=$status GPU_CHECK_INSTALL_LOG=$log
