@@ -467,13 +467,26 @@ class HFVisionLanguageModel:
     PREFIX_SHARING_MODEL_TYPES: frozenset[str] = frozenset({"llava"})
     prefix_sharing: bool = True
 
+    def _text_attn_implementation(self) -> str | None:
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        cfg = base.config
+        return getattr(getattr(cfg, "text_config", cfg), "_attn_implementation", None) or getattr(cfg, "_attn_implementation", None)
+
     def _can_share_prefix(self, n_blocks: int) -> bool:
         if not self.prefix_sharing or n_blocks < 2:
             return False
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        cfg = base.config
-        impl = getattr(getattr(cfg, "text_config", cfg), "_attn_implementation", None) or getattr(cfg, "_attn_implementation", None)
-        return getattr(cfg, "model_type", None) in self.PREFIX_SHARING_MODEL_TYPES and impl in (None, "sdpa", "eager")
+        impl = self._text_attn_implementation()
+        return getattr(base.config, "model_type", None) in self.PREFIX_SHARING_MODEL_TYPES and impl in (None, "sdpa", "eager")
+
+    def _packed_attention_mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """The 4-D mask ``[B, 1, T, T]`` the decoder receives as given: boolean for sdpa (True = attend);
+        additive for eager attention, which adds a 4-D mask to the scores (a boolean one would add 0/1)."""
+        if self._text_attn_implementation() == "eager":
+            dtype = next(self.model.parameters()).dtype
+            additive = torch.zeros(allowed.shape, dtype=dtype)
+            return additive.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+        return allowed[:, None]
 
     def _packed_logps(self, pairs: Sequence[PreferencePair], blocks: list[tuple[str, list[str]]]) -> tuple[torch.Tensor, torch.Tensor]:
         """All answers of a pair in one row after a single copy of its prompt.
@@ -522,7 +535,7 @@ class HFVisionLanguageModel:
         mask = causal & (q_seg >= 0) & ((k_seg == 0) | (k_seg == q_seg))
         mask |= (q_seg < 0) & torch.eye(width, dtype=torch.bool)[None]  # padding attends to itself only (finite softmax)
         inputs = self._to_device({"input_ids": input_ids, "position_ids": position_ids, **image_inputs})
-        inputs["attention_mask"] = mask[:, None].to(self.device)
+        inputs["attention_mask"] = self._packed_attention_mask(mask).to(self.device)
         # Logits only from the earliest prompt end of the batch on (every predicting position is there).
         lo = min(len(p) for p in prompt_ids) - 1 if self._keeps_logits() else 0
         kwargs = {"logits_to_keep": width - lo} if lo > 0 else {}

@@ -193,6 +193,23 @@ def test_prefix_sharing_and_single_image_encoding_equal_the_plain_computation(ti
             torch.testing.assert_close(grads[key], ref_grads[key], atol=1e-5, rtol=1e-4)
 
 
+def test_prefix_sharing_under_eager_attention_equals_the_plain_computation(tiny_model) -> None:
+    """Eager attention adds a 4-D mask to the scores: the packed mask must be additive there, not boolean."""
+    tiny_model.model.set_attn_implementation("eager")
+    try:
+        assert tiny_model._text_attn_implementation() == "eager"
+        pairs = _pairs()
+        tiny_model.freeze_vision(False)
+        packed = _mode(tiny_model, pairs, prefix_sharing=True, shared_vision=True)
+        plain = _mode(tiny_model, pairs, prefix_sharing=False, shared_vision=False)
+    finally:
+        tiny_model.model.set_attn_implementation("sdpa")
+    torch.testing.assert_close(packed[0].chosen, plain[0].chosen, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(packed[0].rejected, plain[0].rejected, atol=1e-5, rtol=1e-6)
+    for key in plain[1]:
+        torch.testing.assert_close(packed[1][key], plain[1][key], atol=1e-5, rtol=1e-4)
+
+
 def test_rejected_images_use_their_own_images(tiny_model) -> None:
     p = _pairs()[0]
     alt = PreferencePair(id=p.id, prompt=p.prompt, chosen=p.chosen, rejected=p.chosen, images=p.images,
