@@ -203,3 +203,18 @@ def test_world_config_validation():
     assert w.caption([ShapeObject("purple", "cross"), ShapeObject("orange", "star")]) == "an orange star and a purple cross."
     with pytest.raises(ValueError, match="no anchor"):
         w.absent_scene("eval", 0, 0)
+
+
+def test_render_cache_returns_the_same_pixels_and_stays_within_its_budget() -> None:
+    one_image = 48 * 48 * 3
+    cached = ShapesWorld(WorldConfig(), render_cache_bytes=2 * one_image)
+    plain = ShapesWorld(WorldConfig(), render_cache_bytes=0)
+    scenes = [cached.scene("train", 0, i) for i in range(4)]
+    for scene in scenes + scenes:  # the second pass is served (partly) from the cache
+        first = np.asarray(cached.render(scene))
+        assert np.array_equal(first, np.asarray(plain.render(scene)))
+        assert cached.render(scene) is not cached.render(scene)  # callers get their own image objects
+    assert len(cached._renders) == 2 and cached._render_bytes == 2 * one_image
+    assert plain._renders == {}
+    clone = pickle.loads(pickle.dumps(cached))
+    assert clone._renders == {} and np.array_equal(np.asarray(clone.render(scenes[0])), np.asarray(plain.render(scenes[0])))
