@@ -87,7 +87,7 @@ class WorldConfig(ComponentConfig):
         description="Most objects per image (3x3 grid, so at most 9); a forced partner never exceeds it.",
     )
     object_size: tuple[int, int] = Field(
-        (8, 13), description="Inclusive range of object sizes in pixels; the maximum must fit a grid cell (image_size // 3)."
+        (9, 14), description="Inclusive range of object sizes in pixels; the maximum must fit a grid cell (image_size // 3)."
     )
     anchors: list[tuple[str, str]] = Field(
         default_factory=lambda: list(DEFAULT_ANCHORS),
@@ -98,7 +98,7 @@ class WorldConfig(ComponentConfig):
         description="Probability that the partner is present given its anchor is (exact in the natural distribution).",
     )
     background: tuple[Channel, Channel] = Field(
-        (70, 180), description="Inclusive range of the uniform grey background level per image."
+        (170, 245), description="Inclusive range of the uniform grey background level per image."
     )
     colour_jitter: int = Field(20, ge=0, le=128, description="Per-channel uniform jitter (+/-) of each object's colour.")
     noise_std: float = Field(20.0, ge=0.0, le=128.0, description="Standard deviation of the Gaussian pixel noise (0-255 scale).")
