@@ -38,10 +38,12 @@ def write(path: Path, spec: dict[str, Any]) -> Path:
 def small_quickstart() -> dict[str, Any]:
     """The embedded quickstart, shrunk for speed (same stages, components and shape)."""
     spec = json.loads(QUICKSTART.read_text())
-    sft, ev1, align, ev2 = spec["stages"]
+    prior, sft, ev1, align, ev2 = spec["stages"]
+    prior["data"]["config"]["n_examples"] = 200
+    prior["train"].update(steps=10, batch_size=16, log_every=5)
     sft["data"]["config"]["n_examples"] = 600
     sft["train"].update(steps=40, batch_size=16, log_every=10)
-    align["data"]["config"]["n_pairs"] = 64
+    align["data"]["config"]["base"]["config"]["n_pairs"] = 64
     align["train"].update(steps=4, batch_size=8, log_every=2)
     for ev in (ev1, ev2):
         for e in ev["evaluators"]:
@@ -69,10 +71,10 @@ def test_quickstart_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
     assert len(manifest["spec_hash"]) == 64
     assert manifest["packages"]["torch"].startswith("2.")
     assert {p["name"] for p in manifest["plugins"]} >= {"core", "tiny", "shapes", "losses"}
-    assert [s["status"] for s in manifest["stages"]] == ["complete"] * 4
-    sft, ev1, align, ev2 = manifest["stages"]
+    assert [s["status"] for s in manifest["stages"]] == ["complete"] * 5
+    prior, sft, ev1, align, ev2 = manifest["stages"]
     assert sft["data"]["n_examples"] == 600 and sft["data"]["fingerprint"]
-    assert align["data"]["source"] == "shapes:shapes-pairs" and align["steps"] == 4
+    assert align["data"]["source"] == "bdhs:bdhs" and align["steps"] == 4
     assert all(s["seconds"] > 0 for s in manifest["stages"])
     for ev in (ev1, ev2):
         chair = ev["results"]["shapes-chair"]["metrics"]
@@ -80,20 +82,21 @@ def test_quickstart_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
         assert (out / "stages" / f"{ev['index']}-{ev['name']}" / "eval" / "shapes-chair" / "samples.jsonl").is_file()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["stage"] == "sft"] == [10, 20, 30, 40]
-    assert [r["step"] for r in rows if r["stage"] == "align"] == [2, 4]
-    assert all("rewards/margin" in r and "rewards/accuracy" in r for r in rows if r["stage"] == "align")
+    assert [r["step"] for r in rows if r["stage"] == "bdhs-dpo"] == [2, 4]
+    assert all("rewards/margin" in r and "rewards/accuracy" in r for r in rows if r["stage"] == "bdhs-dpo")
     # SFT must actually learn: the loss falls.
     sft_loss = [r["loss"] for r in rows if r["stage"] == "sft"]
     assert sft_loss[-1] < sft_loss[0]
     report = (out / "report.md").read_text()
     assert "partner_hallucination" in report and "| eval-sft | eval-dpo |" in report.replace("metric | ", "")
+    assert [r["step"] for r in rows if r["stage"] == "prior"] == [5, 10]
     for png in ("loss.png", "rewards_margin.png", "rewards_accuracy.png"):
         assert (out / "plots" / png).stat().st_size > 1000
     # The trained model is a plain transformers folder.
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     model_dir = Path(manifest["final_model"])
-    assert model_dir == out / "stages" / "2-align" / "model"
+    assert model_dir == out / "stages" / "3-bdhs-dpo" / "model"
     AutoModelForImageTextToText.from_pretrained(str(model_dir))
     AutoProcessor.from_pretrained(str(model_dir))
 
