@@ -121,7 +121,7 @@ DRY = Profile(
     dtype="float32",
     total_seconds=600.0,  # generous: a shared CPU; the dry run checks that the code works, not its speed
     budgets={"environment": 60.0, "correctness": 100.0, "dpo": 120.0, "sampling": 80.0, "fsdp": 160.0},
-    correctness=CorrectnessSizes(families=("llava", "idefics3"), runs=(("sdpa", ("float32", "bfloat16")),), new_tokens=6),
+    correctness=CorrectnessSizes(families=("llava", "idefics3"), runs=(("sdpa", ("float32", "bfloat16")), ("eager", ("float32",))), new_tokens=6),
     llava=LlavaShape(vocab=640, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=4, max_positions=512,
                      vision_hidden=32, vision_intermediate=64, vision_layers=3, vision_heads=2, image_size=56, patch=14),
     dpo=DPOSizes(batch=2, steps=3, lora_r=4, lora_alpha=8.0, lr=1e-4),

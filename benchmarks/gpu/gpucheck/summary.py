@@ -7,8 +7,9 @@ TARGET_SPEEDUP = 1.5  # mmalign pairs/s >= 1.5 x TRL's
 TARGET_MEMORY = 0.8  # mmalign peak memory <= 0.8 x TRL's
 
 
-def _fmt(value: Any, spec: str = ".2f") -> str:
-    return format(value, spec) if isinstance(value, (int, float)) else "n/a"
+def _fmt(value: Any, spec: str = ".2f", unit: str = "") -> str:
+    """``value`` formatted with its unit, or "n/a" (without the unit) when there is no number."""
+    return format(value, spec) + unit if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
 
 
 def targets(report: dict[str, Any]) -> dict[str, Any]:
@@ -29,8 +30,8 @@ def _part_line(name: str, data: dict[str, Any]) -> str:
     checks = data.get("checks", [])
     passed = sum(1 for c in checks if c.get("ok"))
     errors = len(data.get("errors", []))
-    line = f"{name:<12}{data.get('status', '?'):<9}{_fmt(data.get('wall_seconds'), '.0f'):>5}s"
-    line += f"  (budget {_fmt(data.get('budget_seconds'), '.0f')}s)"
+    line = f"{name:<12}{data.get('status', '?'):<9}{_fmt(data.get('wall_seconds'), '.0f', unit='s'):>6}"
+    line += f"  (budget {_fmt(data.get('budget_seconds'), '.0f', unit='s')})"
     if checks:
         line += f"  checks {passed}/{len(checks)} passed"
     if errors:
@@ -44,8 +45,8 @@ def _dpo_lines(figs: dict[str, Any]) -> list[str]:
     lines = [f"  TRL DPOTrainer: {_fmt(figs.get('trl/pairs_per_s'))} pairs/s, peak {_fmt(figs.get('trl/peak_gib'), '.1f')} GiB"]
     for arm, label in (("mmalign", "live reference"), ("mmalign-cached", "cached reference")):
         lines.append(f"  mmalign, {label}: {_fmt(figs.get(f'{arm}/pairs_per_s'))} pairs/s "
-                     f"({_fmt(figs.get(f'{arm}/speedup_vs_trl'))}x TRL), peak {_fmt(figs.get(f'{arm}/peak_gib'), '.1f')} GiB "
-                     f"({_fmt(figs.get(f'{arm}/memory_vs_trl'))}x TRL)")
+                     f"({_fmt(figs.get(f'{arm}/speedup_vs_trl'), unit='x')} TRL), peak {_fmt(figs.get(f'{arm}/peak_gib'), '.1f')} GiB "
+                     f"({_fmt(figs.get(f'{arm}/memory_vs_trl'), unit='x')} TRL)")
     return lines
 
 
@@ -54,7 +55,7 @@ def _sampling_lines(figs: dict[str, Any]) -> list[str]:
     for key in sorted(k for k in figs if k.endswith("/speedup")):
         stem = key[: -len("/speedup")]
         lines.append(f"  {stem}: lean {_fmt(figs.get(stem + '/lean/samples_per_s'), '.1f')} samples/s, generate "
-                     f"{_fmt(figs.get(stem + '/generate/samples_per_s'), '.1f')} ({_fmt(figs[key])}x)")
+                     f"{_fmt(figs.get(stem + '/generate/samples_per_s'), '.1f')} ({_fmt(figs[key], unit='x')})")
     return lines
 
 
@@ -79,7 +80,7 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
              f"{report.get('total_seconds')}s; device {device.get('name', 'cpu')}; torch {v('torch')}, "
              f"transformers {v('transformers')}, trl {v('trl')}, peft {v('peft')}, accelerate {v('accelerate')}"]
     install = report.get("install") or {}
-    lines.append(f"{'install':<12}{install.get('status', '?'):<9}{_fmt(install.get('seconds'), '.0f'):>5}s")
+    lines.append(f"{'install':<12}{install.get('status', '?'):<9}{_fmt(install.get('seconds'), '.0f', unit='s'):>6}")
     for name, data in parts.items():
         lines.append(_part_line(name, data))
         figs = data.get("figures", {})
@@ -92,6 +93,6 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
             lines.append(f"  SKIPPED (out of time): {', '.join(skipped[:12])}{' ...' if len(skipped) > 12 else ''}")
     t = targets(report)
     for arm, row in t.items():
-        lines.append(f"target {arm}: pairs/s >= {TARGET_SPEEDUP}x TRL: {row['speedup_met']} ({_fmt(row['speedup_vs_trl'])}x); "
-                     f"peak memory <= {TARGET_MEMORY}x TRL: {row['memory_met']} ({_fmt(row['memory_vs_trl'])}x)")
+        lines.append(f"target {arm}: pairs/s >= {TARGET_SPEEDUP}x TRL: {row['speedup_met']} ({_fmt(row['speedup_vs_trl'], unit='x')}); "
+                     f"peak memory <= {TARGET_MEMORY}x TRL: {row['memory_met']} ({_fmt(row['memory_vs_trl'], unit='x')})")
     return {"lines": lines, "targets": t}
