@@ -1,0 +1,21 @@
+"""Every run spec shipped under examples/ validates against the installed plugins."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmalign_core.cli import _validated
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = sorted(p for p in (ROOT / "examples").rglob("*.json") if "plugin-example" not in p.parts)
+
+
+def test_examples_are_found() -> None:
+    assert {"quickstart.json", "sft.json"} <= {p.name for p in SPECS}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[str(p.relative_to(ROOT)) for p in SPECS])
+def test_example_spec_validates(spec: Path) -> None:
+    validated, problems = _validated(str(spec))
+    assert validated is not None, [p.__dict__ for p in problems]
