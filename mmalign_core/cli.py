@@ -16,14 +16,14 @@ Commands and exit codes:
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TextIO
 
-from . import __version__
+from . import __version__, cli_eval
+from .commands import CommandProblem, Commands
 from .entries import KINDS
 from .errors import MmalignError, Problem, SpecValidationError
 
@@ -168,7 +168,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     rows = _plugin_rows(plugins, args.known)
     infos = plugins.infos()
     if args.json:
-        report = {"components": rows, "plugins": [info.__dict__ for info in infos]}
+        report = {
+            "components": rows,
+            "plugins": [info.__dict__ for info in infos],
+            "command_problems": [problem.__dict__ for problem in COMMAND_PROBLEMS],
+        }
         print(json.dumps(report, indent=2))
         return 0
     table = [
@@ -180,6 +184,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     else:
         print("No components are installed.")
     _print_plugin_states(infos, args.traceback)
+    if COMMAND_PROBLEMS:
+        print("\nCommands not added:")
+        for problem in COMMAND_PROBLEMS:
+            print(f"  {problem.format()}")
     return 0
 
 
@@ -248,9 +256,6 @@ def cmd_registry_check(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
-#: Modules that add command groups through ``add_commands(subparsers)``.
-COMMAND_MODULES = ("mmalign_core.cli_data", "mmalign_core.cli_eval")
-
 def _add(
     sub: Any, name: str, func: Callable[[argparse.Namespace], int], help_text: str, description: str
 ) -> argparse.ArgumentParser:
@@ -259,8 +264,9 @@ def _add(
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``mmalign``."""
+def build_parser(plugins: Optional[Plugins] = None) -> argparse.ArgumentParser:
+    """The argument parser of ``mmalign``: the core's commands, then those plugins add (of ``plugins``,
+    default the installed ones)."""
     parser = argparse.ArgumentParser(
         prog="mmalign",
         description="Plugin-based preference alignment for vision-language models.",
@@ -296,9 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                "Emit a JSON Schema of the run spec, with component names and configs of the installed plugins.")
     sch.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
 
-    # Command groups kept in their own modules (each must import no torch at module level).
-    for module in COMMAND_MODULES:
-        importlib.import_module(module).add_commands(sub)
+    cli_eval.add_commands(sub)
 
     reg = sub.add_parser("registry", help="work with registry.toml (the list of known plugins)",
                          description="Commands about registry.toml, the curated list of known plugins.")
@@ -307,7 +311,19 @@ def build_parser() -> argparse.ArgumentParser:
                "Report official plugins that are missing, and components declared but not provided or provided "
                "but not declared. Exit 1 on a mismatch.")
     chk.add_argument("--file", metavar="PATH", help="registry file (default: $MMALIGN_REGISTRY or the repository's registry.toml)")
+    _add_plugin_commands(sub, plugins)
     return parser
+
+
+#: Commands refused while the parser was last built (name taken, a plugin's hook failed); `mmalign plugins` shows them.
+COMMAND_PROBLEMS: list[CommandProblem] = []
+
+
+def _add_plugin_commands(sub: Any, plugins: Optional[Plugins]) -> None:
+    """Let plugins add their commands (``mmalign_add_commands``); the core's own names cannot be taken."""
+    taken = {name: "the core" for name in sub.choices}
+    commands = Commands(sub, taken)
+    COMMAND_PROBLEMS[:] = (plugins if plugins is not None else _plugins()).add_commands(commands)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -8,7 +8,7 @@ spec. The spec is validated like ``mmalign run`` and handed to
 
 ``mmalign compare`` reads the ``manifest.json`` of finished runs and prints one
 table of every metric across them (rows = runs when runs and metrics are few,
-otherwise transposed), optionally in the paper's eight-column layout, and
+otherwise transposed), optionally in a plugin's fixed column layout (the paper's eight columns come from mmalign-evals), and
 draws a PNG bar chart with Pillow.
 
 Importing this module imports no torch, transformers or Pillow.
@@ -25,22 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, TextIO
 
+from .commands import ColumnSet
 from .errors import MmalignError, SpecValidationError
 
 _TRAINING_MODULES = {"torch", "transformers", "accelerate", "peft", "safetensors"}
 _TRAINING_STAGES = ("sft", "align")
 
-#: The paper's result columns (Table 2 layout): label, (benchmark label, metric), scale to the paper's units.
-PAPER_COLUMNS: tuple[tuple[str, tuple[str, str], float], ...] = (
-    ("POPE", ("pope", "pope_f1"), 100.0),
-    ("MMHAL", ("mmhal-bench", "mmhal_score"), 1.0),
-    ("MMHAL_V", ("mmhal-bench-v", "mmhal_v_score"), 1.0),
-    ("LLaVA_W", ("llava-bench-wild", "llava_w"), 1.0),
-    ("VQA_T", ("textvqa", "vqa_accuracy"), 100.0),
-    ("GQA", ("gqa", "vqa_accuracy"), 100.0),
-    ("MMVet", ("mm-vet", "mmvet"), 1.0),
-    ("Rec", ("object-halbench", "recall"), 100.0),
-)
 #: ``auto`` layout: runs are rows while there are at most this many metrics and this many rows.
 AUTO_MAX_COLUMNS = 10
 AUTO_MAX_ROWS = 20
@@ -258,22 +248,39 @@ def select_columns(table: Table, patterns: Sequence[str]) -> Table:
     return Table(table.rows, kept, table.values, table.sources, table.notes, table.decimals)
 
 
-def paper_table(table: Table) -> Table:
-    """The paper's eight columns (POPE | MMHAL | MMHAL_V | LLaVA_W | VQA_T | GQA | MMVet | Rec), in its units."""
+def column_set_table(table: Table, columns: ColumnSet) -> Table:
+    """The fixed columns of a column set (e.g. the paper's Table 2 from mmalign-evals), in its units."""
     out = Table(rows=list(table.rows), sources=table.sources, notes=list(table.notes), decimals=2)
-    for label, (bench, metric), scale in PAPER_COLUMNS:
-        source = f"{bench}.{metric}"
-        hib = next((c.higher_is_better for c in table.columns if c.label == source), True)
-        out.columns.append(Column(label, hib))
+    for col in columns.columns:
+        source = f"{col.evaluator}.{col.metric}"
+        hib = col.higher_is_better
+        if hib is None:
+            hib = next((c.higher_is_better for c in table.columns if c.label == source), True)
+        out.columns.append(Column(col.label, hib))
         for row in table.rows:
             value = table.values.get(row, {}).get(source)
             if value is not None:
-                out.values.setdefault(row, {})[label] = value * scale
-    missing = [label for label, (b, m), _ in PAPER_COLUMNS if not any(f"{b}.{m}" in v for v in table.values.values())]
+                out.values.setdefault(row, {})[col.label] = value * col.scale
+    missing = [c for c in columns.columns if not any(f"{c.evaluator}.{c.metric}" in v for v in table.values.values())]
     if missing:
-        out.notes.append("no run has " + ", ".join(missing) + " (evaluators: pope, mmhal-bench, mmhal-bench-v, "
-                         "llava-bench-wild, vqa with benchmark textvqa / gqa, mm-vet, object-halbench)")
+        out.notes.append("no run has " + ", ".join(c.label for c in missing) + " ("
+                         + ", ".join(f"{c.evaluator}.{c.metric}" for c in missing)
+                         + f"; column set {columns.name!r} of plugin {columns.plugin or '?'})")
     return out
+
+
+def resolve_column_set(name: str) -> ColumnSet:
+    """The column set ``name`` from the installed plugins, or an error listing those that exist."""
+    from .manager import get_plugins
+
+    sets, problems = get_plugins().column_sets()
+    for problem in problems:
+        print(f"mmalign: warning: {problem}", file=sys.stderr)
+    if name in sets:
+        return sets[name]
+    hint = f"; installed: {', '.join(sorted(sets))}" if sets else "; no installed plugin provides column sets"
+    extra = " (the paper's columns come from mmalign-evals: pip install mmalign-evals)" if name == "paper" else ""
+    raise MmalignError(f"--columns {name}: no such column set{hint}{extra}")
 
 
 def _fmt(value: Optional[float], decimals: Optional[int] = None) -> str:
@@ -405,8 +412,9 @@ def draw_chart(table: Table, path: Path) -> Path:
 def cmd_compare(args: argparse.Namespace) -> int:
     """``mmalign compare RUN...``: one table of every metric across runs, and a PNG chart."""
     table = collect([Path(r) for r in args.runs])
-    if args.paper:
-        table = paper_table(table)
+    columns = args.columns or ("paper" if args.paper else None)
+    if columns:
+        table = column_set_table(table, resolve_column_set(columns))
     if args.metrics:
         table = select_columns(table, args.metrics)
     if args.json:
@@ -469,8 +477,10 @@ def add_commands(sub: Any) -> None:
     cmp.add_argument("runs", metavar="RUN", nargs="+", help="run directories (or their manifest.json)")
     cmp.add_argument("--metrics", metavar="PATTERN", action="append", default=[],
                      help="only columns matching these globs, e.g. 'pope.pope_f1,*.chair_i' (repeatable)")
-    cmp.add_argument("--paper", action="store_true",
-                     help="the paper's columns POPE | MMHAL | MMHAL_V | LLaVA_W | VQA_T | GQA | MMVet | Rec, in its units")
+    cmp.add_argument("--columns", metavar="SET",
+                     help="a fixed column layout from a plugin, e.g. 'paper' (mmalign-evals: the paper's Table 2 columns "
+                     "POPE | MMHAL | MMHAL_V | LLaVA_W | VQA_T | GQA | MMVet | Rec, in its units)")
+    cmp.add_argument("--paper", action="store_true", help="shorthand for --columns paper")
     cmp.add_argument("--layout", choices=("auto", "runs", "metrics"), default="auto",
                      help="rows = runs ('runs') or rows = metrics ('metrics'); default: runs while both are few")
     cmp.add_argument("--markdown", action="store_true", help="print a markdown table")

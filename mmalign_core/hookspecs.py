@@ -10,6 +10,8 @@ from typing import Any
 
 import pluggy
 
+from .commands import ColumnSet, Commands
+
 PROJECT = "mmalign"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -54,6 +56,21 @@ def mmalign_check_run(spec: Any, resolved: Any) -> list:
     maps each component's JSON path to its entry record. Called during
     ``mmalign validate`` and before ``mmalign run``; must not import torch.
     """
+
+
+@hookspec
+def mmalign_add_commands(commands: Commands) -> None:
+    """Add subcommands to ``mmalign`` with ``commands.add(name, handler, help=..., description=...)``.
+
+    Called once per CLI invocation while the parser is built (keep it light:
+    no torch). A taken name is refused and recorded, never overriding another
+    owner's command.
+    """
+
+
+@hookspec
+def mmalign_compare_columns() -> list[ColumnSet]:
+    """Return :class:`~mmalign_core.commands.ColumnSet` layouts for ``mmalign compare --columns NAME``."""
 
 
 @hookspec

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 import pluggy
 
 from . import __version__, hookspecs
+from .commands import ColumnSet, CommandProblem, Commands
 from .entries import ENTRY_TYPES, KINDS, ComponentEntry, EntryError, validate_entry
 from .errors import Problem
 from .hookspecs import PROJECT, REGISTRATION_HOOKS
@@ -237,14 +238,17 @@ class Plugins:
         return self._record(info)
 
     # -------------------------------------------------------------- lifecycle
-    def _call_each(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Any, Optional[BaseException]]]:
-        """Call each implementation of a hook on its own, in pluggy's order.
+    def _call_each(
+        self, hook_name: str, *, loading_order: bool = False, **kwargs: Any
+    ) -> Iterator[tuple[str, Any, Optional[BaseException]]]:
+        """Call each implementation of a hook on its own, in pluggy's order (or in loading order).
 
         Yields ``(plugin name, result, exception)``; an exception is captured,
         never raised.
         """
         caller = getattr(self._pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
+        impls = caller.get_hookimpls()
+        for impl in impls if loading_order else reversed(impls):
             if impl.hookwrapper or impl.wrapper:
                 continue
             try:
@@ -270,6 +274,38 @@ class Plugins:
                 continue
             problems += _as_problems(plugin, result)
         return problems
+
+    def add_commands(self, commands: Commands) -> list[CommandProblem]:
+        """Let every plugin add its subcommands; returns what was refused (a hook that raised included)."""
+        caller = self._pm.hook.mmalign_add_commands
+        for impl in caller.get_hookimpls():  # loading order: an earlier plugin keeps a contested name
+            if impl.hookwrapper or impl.wrapper:
+                continue
+            commands.plugin = impl.plugin_name
+            try:
+                impl.function(commands=commands)
+            except Exception as exc:  # noqa: BLE001 - one plugin's fault must not hide the others' commands
+                logger.warning("mmalign_add_commands of plugin %s failed: %s", impl.plugin_name, _describe(exc))
+                commands.refuse("", f"its mmalign_add_commands failed: {_describe(exc)}")
+        commands.plugin = ""
+        return list(commands.problems)
+
+    def column_sets(self) -> tuple[dict[str, ColumnSet], list[str]]:
+        """Every plugin's ``mmalign compare`` column sets by name, and problems (clashes, malformed results)."""
+        found: dict[str, ColumnSet] = {}
+        problems: list[str] = []
+        for plugin, result, exc in self._call_each("mmalign_compare_columns", loading_order=True):
+            if exc is not None:
+                problems.append(f"mmalign_compare_columns of plugin {plugin} failed: {_describe(exc)}")
+                continue
+            for item in result or ():
+                if not isinstance(item, ColumnSet):
+                    problems.append(f"plugin {plugin}: mmalign_compare_columns returned {type(item).__name__}, not ColumnSet")
+                elif item.name in found:
+                    problems.append(f"column set {item.name!r} of plugin {plugin} ignored: plugin {found[item.name].plugin} has it")
+                else:
+                    found[item.name] = dataclasses.replace(item, plugin=plugin)
+        return found, problems
 
     def _observe(self, hook_name: str, **kwargs: Any) -> list[str]:
         failures = []

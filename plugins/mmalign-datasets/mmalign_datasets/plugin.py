@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from mmalign_core import SourceEntry, hookimpl
+from mmalign_core.commands import Commands
 
 from .config import HadpoConfig, LlavaRlhfConfig, LocalConfig, PovidConfig, RlaifVConfig, RlhfVConfig, VLFeedbackConfig
 
@@ -61,3 +62,11 @@ def mmalign_preference_sources() -> list[SourceEntry]:
             capabilities=_CAPS,
         ),
     ]
+
+
+@hookimpl
+def mmalign_add_commands(commands: Commands) -> None:
+    """``mmalign data check|inspect|convert``."""
+    from .cli import add_commands
+
+    add_commands(commands)

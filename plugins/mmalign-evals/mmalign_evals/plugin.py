@@ -5,8 +5,10 @@ import re
 from typing import Any
 
 from mmalign_core import EvaluatorEntry, JudgeEntry, hookimpl
+from mmalign_core.commands import ColumnSet
 from mmalign_core.errors import Problem
 
+from .columns import PAPER
 from .config import (
     LLAVA_W_METRICS,
     MMHAL_METRICS,
@@ -94,6 +96,11 @@ def _evaluator_class(spec: str) -> Any:
 
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+@hookimpl
+def mmalign_compare_columns() -> list[ColumnSet]:
+    return [PAPER]
 
 
 @hookimpl

@@ -1,4 +1,4 @@
-"""The `mmalign data` command group (added to the parser by :mod:`mmalign_core.cli`; imports no torch).
+"""The `mmalign data` command group, added through the ``mmalign_add_commands`` hook (imports no torch).
 
 Commands (SRC is a run spec, or a data file/folder in a published layout):
 
@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from .errors import MmalignError, SpecValidationError
+from mmalign_core.commands import Commands
+from mmalign_core.errors import MmalignError, SpecValidationError
 
 _SPEC_MAX_BYTES = 4 << 20
 
@@ -43,10 +44,8 @@ class _Target:
 
 
 def _tools() -> Any:
-    try:
-        from mmalign_datasets import tools
-    except ImportError:
-        raise MmalignError("`mmalign data` needs the mmalign-datasets plugin: pip install mmalign-datasets") from None
+    from . import tools
+
     return tools
 
 
@@ -63,7 +62,7 @@ def _progress() -> Any:
 
 
 def _context(seed: int, out_dir: Path) -> Any:
-    from .protocols import Context
+    from mmalign_core.protocols import Context
 
     cache = Path(os.environ.get("MMALIGN_CACHE") or Path.home() / ".cache" / "mmalign")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -94,13 +93,13 @@ def _targets(args: argparse.Namespace, tmp: Path) -> list[_Target]:
     src = Path(args.src)
     if not src.exists():
         raise MmalignError(f"{src}: no such file or folder")
-    from .manager import get_plugins
+    from mmalign_core.manager import get_plugins
 
     plugins = get_plugins()
     if _is_spec(src):
         if args.format or args.config or args.image_root:
             raise MmalignError("--format, --config and --image-root apply to a data path, not to a run spec (set them in the spec)")
-        from .spec import check_spec, load_spec
+        from mmalign_core.spec import check_spec, load_spec
 
         validated, problems = check_spec(load_spec(src), plugins, source=str(src))
         if validated is None:
@@ -126,7 +125,7 @@ def _targets(args: argparse.Namespace, tmp: Path) -> list[_Target]:
     name = args.format
     if not name:
         try:
-            from mmalign_datasets.detect import detect_format
+            from .detect import detect_format
         except ImportError:
             raise MmalignError("`mmalign data` needs the mmalign-datasets plugin: pip install mmalign-datasets") from None
         name = detect_format(src)
@@ -248,7 +247,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     """``mmalign data convert SRC --to canonical|trl OUT``."""
     _tools()
-    from mmalign_datasets.export import write_pairs
+    from .export import write_pairs
 
     out = Path(args.out)
     with tempfile.TemporaryDirectory(prefix="mmalign-data-") as tmp:
@@ -269,6 +268,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+def _data_usage(args: argparse.Namespace) -> int:
+    """``mmalign data`` without a subcommand: say which exist."""
+    print("usage: mmalign data {check,inspect,convert} ... (mmalign data --help for details)", file=sys.stderr)
+    return 2
+
+
+
 def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", metavar="SRC", help="a run spec (every data source of every stage), or a data file or folder")
     p.add_argument("--format", metavar="NAME", help="loader for a data path (povid, rlhf-v, rlaif-v, vlfeedback, llava-rlhf, hadpo, local); default: inferred from the layout")
@@ -276,15 +282,16 @@ def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-root", metavar="DIR", help="folder that image paths are resolved against (data paths only)")
 
 
-def add_commands(sub: Any) -> None:
+def add_commands(commands: Commands) -> None:
     """Add ``mmalign data check|inspect|convert``."""
-    data = sub.add_parser(
+    data = commands.add(
         "data",
+        _data_usage,
         help="check, inspect and convert preference data sets",
         description="Work with preference data: published sets (POVID, RLHF-V, RLAIF-V, VLFeedback, LLaVA-RLHF, HA-DPO), "
         "canonical and TRL files, and the data sources of run specs. Imports no torch.",
     )
-    dsub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    dsub = data.add_subparsers(dest="data_command", metavar="COMMAND")
 
     chk = dsub.add_parser("check", help="find bad rows and undecodable images before a run",
                           description="Index each data source (reusing the run cache) and decode every image; print skipped rows by "
