@@ -171,7 +171,14 @@ class BatchOrder:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """The generators' states as tensors and plain values only, so that ``torch.load(weights_only=True)`` reads them."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -180,7 +187,8 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    nps = state["numpy"]
+    np.random.set_state((nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"], nps["cached_gaussian"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -191,14 +199,38 @@ def latest_checkpoint(stage_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, step: int, stage_dir: Path, keep: int) -> Path:
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's trainer state, read with ``weights_only=True``: tensors and plain values only, never code.
+
+    Raises:
+        RunError: the file holds anything else (a planted pickle, or a checkpoint of an mmalign before 0.x that
+            stored numpy objects); nothing in it is executed.
+    """
+    import pickle
+
+    from ..errors import RunError
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(
+            f"{path}: refusing to load this checkpoint: it holds more than tensors and plain values ({first[:300]}). "
+            "Nothing in it was run. Delete the checkpoint folder to restart the stage from its last good checkpoint "
+            "or from step 0."
+        ) from None
+
+
+def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, step: int, stage_dir: Path, keep: int,
+                     log_window: dict[str, Any] | None = None) -> Path:
     root = stage_dir / "checkpoints"
     final = root / f"step-{step:07d}"
     tmp = root / f".tmp-step-{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     torch.save(
-        {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+        {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+         "log_window": log_window or {}},
         tmp / TRAINER_STATE,
     )
     shutil.rmtree(final, ignore_errors=True)
@@ -332,7 +364,7 @@ def run_training(
     start = 0
     ckpt = latest_checkpoint(stage_dir)
     if ckpt is not None:
-        state = torch.load(ckpt / TRAINER_STATE, weights_only=False)
+        state = load_trainer_state(ckpt / TRAINER_STATE)
         model.load_checkpoint(ckpt)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -340,8 +372,11 @@ def run_training(
         start = int(state["step"])
         log(f"[{stage_name}] resuming from {ckpt.name} (step {start}/{steps})")
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    window: dict[str, float] = {}
-    window_n: dict[str, int] = {}
+    # The logging window (sums and counts of the steps since the last metrics row) travels in the checkpoint,
+    # so the first row after a resume averages the same steps as the uninterrupted run's.
+    carried = (state.get("log_window") or {}) if ckpt is not None else {}
+    window: dict[str, float] = {k: float(v) for k, v in (carried.get("sums") or {}).items()}
+    window_n: dict[str, int] = {k: int(v) for k, v in (carried.get("counts") or {}).items()}
     t0 = time.perf_counter()
     seen = 0
     last: dict[str, float] = {}
@@ -366,7 +401,8 @@ def run_training(
             window, window_n = {}, {}
         if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < steps:
             if dist.is_main:
-                _save_checkpoint(model, optimizer, scheduler, done, stage_dir, settings.keep_checkpoints)
+                _save_checkpoint(model, optimizer, scheduler, done, stage_dir, settings.keep_checkpoints,
+                                 {"sums": dict(window), "counts": dict(window_n)})
             dist.barrier()
     with steady_heap():
         for step in bar:

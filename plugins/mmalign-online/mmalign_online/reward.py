@@ -232,10 +232,24 @@ def load_reward_model(path: str | Path, *, model_ref: Optional[ModelRef] = None,
     backbone = ModelRef.model_validate(ref_data).build()
     backbone.to(device)
     head = torch.nn.Linear(int(meta["hidden_size"]), 1)
-    head.load_state_dict(torch.load(path / "head.pt", map_location="cpu"))
+    head.load_state_dict(load_head_state(path / "head.pt"))
     rm = RewardModel(backbone, head)
     backbone.model.eval()
     return rm, meta
+
+
+def load_head_state(path: Path) -> dict[str, Any]:
+    """The reward head's weights, read with ``weights_only=True``: a file holding anything but tensors is refused, unrun."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path}: refusing to load the reward head: it holds more than tensors ({first[:300]}); nothing in it was run. "
+                         "Retrain the reward model (delete its folder) or restore head.pt from a trusted copy.") from None
 
 
 def default_reward_dir(config: RewardModelConfig) -> Path:
