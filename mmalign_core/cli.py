@@ -106,7 +106,11 @@ EMBEDDED_QUICKSTART = Path(__file__).resolve().parent / "defaults" / "quickstart
 def cmd_run(args: argparse.Namespace) -> int:
     """``mmalign run SPEC``: validate, then hand over to the runner."""
     if args.spec is None:
-        args.spec = str(EMBEDDED_QUICKSTART)
+        recorded = Path(args.output_dir) / "spec.json" if args.resume and args.output_dir else None
+        if recorded is not None and recorded.is_file():
+            args.spec = str(recorded)  # resume exactly what was recorded (qualified names, every default)
+        else:
+            args.spec = str(EMBEDDED_QUICKSTART)
     validated, problems = _validated(args.spec)
     if validated is None:
         raise SpecValidationError(problems, source=args.spec)
@@ -146,8 +150,28 @@ def _plugin_rows(plugins: Plugins, known: bool) -> list[dict[str, Any]]:
                     row = _row(kind, name, record.entry_point, None, "not installed", record.summary)
                     row.update(distribution=record.distribution, registry_status=record.status)
                     rows.append(row)
+    providers: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        if row["status"] == "ok":
+            providers.setdefault((row["kind"], row["name"]), []).append(row["plugin"])
+    for row in rows:
+        others = [p for p in providers.get((row["kind"], row["name"]), []) if p != row["plugin"]]
+        if row["status"] == "ok" and others:
+            row["clash"] = others
     order = {k: i for i, k in enumerate(KINDS)}
     return sorted(rows, key=lambda r: (order.get(r["kind"], 99), r["name"], r["plugin"]))
+
+
+def _print_clashes(rows: Sequence[dict[str, Any]]) -> None:
+    clashes: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        if row.get("clash"):
+            clashes.setdefault((row["kind"], row["name"]), []).append(row["plugin"])
+    if not clashes:
+        return
+    print("\nName clashes (a spec must write plugin:name for these; recorded specs and defaults already do):")
+    for (kind, name), owners in sorted(clashes.items()):
+        print(f"  {kind} {name!r} is provided by {', '.join(owners)}: write " + " or ".join(f"{o}:{name}" for o in owners))
 
 
 def _row(kind: str, name: str, plugin: str, info: Optional[PluginInfo], status: str, summary: str) -> dict[str, Any]:
@@ -183,6 +207,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         _table(table, ["KIND", "NAME", "PLUGIN", "VERSION", "STATUS", "SUMMARY"], sys.stdout)
     else:
         print("No components are installed.")
+    _print_clashes(rows)
     _print_plugin_states(infos, args.traceback)
     if COMMAND_PROBLEMS:
         print("\nCommands not added:")
@@ -198,6 +223,8 @@ def _version(row: dict[str, Any]) -> str:
 
 
 def _status(row: dict[str, Any]) -> str:
+    if row.get("clash"):
+        return f"{row['status']}, clash"
     return f"{row['status']} ({row['registry_status']})" if row.get("registry_status") else row["status"]
 
 
@@ -278,7 +305,8 @@ def build_parser(plugins: Optional[Plugins] = None) -> argparse.ArgumentParser:
                "Validate SPEC, then run its stages (training needs the 'train' extras).")
     run.add_argument(
         "spec", metavar="SPEC", nargs="?", default=None,
-        help="run spec (JSON); default: the embedded quickstart (examples/quickstart.json)",
+        help="run spec (JSON); default: with --resume --output-dir D, the spec D recorded (D/spec.json); "
+        "otherwise the embedded quickstart (examples/quickstart.json)",
     )
     run.add_argument("--output-dir", metavar="D", help="where the run writes (default: the spec's output_dir or runs/<name>)")
     mode = run.add_mutually_exclusive_group()

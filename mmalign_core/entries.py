@@ -151,6 +151,45 @@ def validate_entry(entry: ComponentEntry) -> list[str]:
         undocumented = [n for n, f in cfg.model_fields.items() if not f.description]
         if undocumented:
             problems.append(f"config fields without a description: {', '.join(undocumented)}")
+        problems += default_problems(cfg)
     if not isinstance(entry.factory, str) or not re.fullmatch(r"[\w.]+:[\w.]+", entry.factory):
         problems.append("factory must be a 'module:attr' string")
+    return problems
+
+
+def default_problems(cfg: type[BaseModel]) -> list[str]:
+    """Defaults of ``cfg`` that fail its own validation (pydantic does not check defaults by itself).
+
+    The defaults are written out as JSON data and validated again, so a default
+    such as ``Field(-1.0, gt=0)`` or one that a model validator rejects is found
+    when the plugin registers, not after a run trained with it. Required fields
+    are left out (their absence is not a fault of the defaults).
+    """
+    from pydantic import ValidationError
+
+    from .refs import RESOLVE_KEY
+
+    data: dict[str, Any] = {}
+    for name, info in cfg.model_fields.items():
+        if info.is_required():
+            continue
+        try:
+            data[name] = info.get_default(call_default_factory=True)
+        except Exception:  # noqa: BLE001 - a factory that needs other plugins: not checkable at registration
+            continue
+    # Field by field, on an unvalidated instance: a model validator that needs other plugins is not run here.
+    holder = cfg.model_construct(**{name: data.get(name) for name in cfg.model_fields})
+    problems: list[str] = []
+    for name, value in data.items():
+        try:
+            cfg.__pydantic_validator__.validate_assignment(holder, name, value, context={RESOLVE_KEY: False})
+        except ValidationError as exc:
+            problems += [
+                f"config class {cfg.__name__}: the default of {'.'.join(str(p) for p in e['loc']) or name} fails its "
+                f"own validation: {e['msg']} (got {e.get('input')!r:.60})"
+                for e in exc.errors(include_url=False)
+                if e["type"] != "missing" and e["loc"] and e["loc"][0] == name  # model-level rules need user input
+            ]
+        except Exception:  # noqa: BLE001 - a validator needing the rest of the run: checked when a spec is validated
+            continue
     return problems

@@ -459,10 +459,23 @@ def create_plugins(
     )
 
 
+_loading = False
+
+
 @lru_cache(maxsize=1)
 def get_plugins() -> Plugins:
     """The process-wide manager: built-ins plus installed entry points (cached)."""
-    return load_plugins()
+    global _loading
+    if _loading:
+        raise RuntimeError(
+            "the process-wide plugin manager was asked for while plugins are still loading (a config default that "
+            "builds a nested component? give it as a dict with validate_default=True, see docs/plugin-authors.md)"
+        )
+    _loading = True
+    try:
+        return load_plugins()
+    finally:
+        _loading = False
 
 
 def reset_plugins() -> None:

@@ -30,6 +30,10 @@ from pydantic import Field, ValidationError, ValidationInfo, model_validator
 from .config import ComponentConfig
 
 
+#: Validation context key: ``False`` validates a config without resolving the components it names.
+RESOLVE_KEY = "resolve_components"
+
+
 def plugins_for(info: Optional[ValidationInfo]) -> Any:
     """The plugin manager a validation should resolve names with: ``context["plugins"]`` or the process-wide one."""
     context = info.context if info is not None else None
@@ -91,6 +95,8 @@ class NestedComponent(ComponentConfig):
     def _resolve(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict):
             return data  # field validation reports the shape problem
+        if isinstance(info.context, dict) and info.context.get(RESOLVE_KEY) is False:
+            return data  # checking a config class's own defaults at registration: other plugins may not be loaded yet
         default = cls.model_fields["name"].default
         name = data.get("name", default)
         config = data.get("config", {})

@@ -384,13 +384,18 @@ class _Ref:
         return format_path(self.loc)
 
 
-def _default_loss(stage_type: str) -> dict[str, Any]:
+def _default_loss(stage_type: str, plugins: "Plugins") -> dict[str, Any]:
+    """The stage type's default loss, qualified (``losses:dpo``) so that another provider of the bare name cannot
+    change what an existing spec means; without the plugin it names, the bare name (its only provider)."""
     model = AlignStage if stage_type == "align" else SFTStage
-    ref = model.model_fields["loss"].get_default(call_default_factory=True)
-    return ref.model_dump()
+    ref = model.model_fields["loss"].get_default(call_default_factory=True).model_dump()
+    plugin, _, bare = ref["name"].partition(":")
+    if bare and plugins.info(plugin) is None:
+        ref["name"] = bare
+    return ref
 
 
-def _component_refs(data: Any) -> list[_Ref]:
+def _component_refs(data: Any, plugins: "Plugins") -> list[_Ref]:
     """Every component reference in raw spec data, tolerating a broken envelope."""
     if not isinstance(data, dict):
         return []
@@ -405,7 +410,7 @@ def _component_refs(data: Any) -> list[_Ref]:
         if kind in DATA_NEEDS:
             if "data" in stage:
                 refs.append(_Ref(("stages", i, "data"), "preference_source", i, kind, stage["data"]))
-            refs.append(_Ref(("stages", i, "loss"), "loss", i, kind, stage.get("loss", _default_loss(kind))))
+            refs.append(_Ref(("stages", i, "loss"), "loss", i, kind, stage.get("loss", _default_loss(kind, plugins))))
         elif kind == "evaluate" and isinstance(stage.get("evaluators"), list):
             for j, ev in enumerate(stage["evaluators"]):
                 refs.append(_Ref(("stages", i, "evaluators", j), "evaluator", i, kind, ev))
@@ -531,7 +536,7 @@ def check_spec(
         spec = RunSpec.model_validate(data)
     except ValidationError as exc:
         problems += _validation_problems(exc, RunSpec, data)
-    refs = _component_refs(data)
+    refs = _component_refs(data, plugins)
     found: dict[str, ResolvedComponent] = {}
     unresolved = False
     for ref in refs:

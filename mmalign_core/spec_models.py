@@ -83,7 +83,10 @@ class SFTStage(_Strict):
     type: Literal["sft"] = Field(description="Stage kind: 'sft' trains on the responses of a data source.")
     name: Optional[str] = Field(None, description="Stage name used in outputs; default 'sft'.")
     data: ComponentRef = Field(description="A preference source with the 'sft' capability (or whose chosen answers are used).")
-    loss: ComponentRef = Field(default_factory=lambda: ComponentRef(name="sft"), description="The training objective.")
+    loss: ComponentRef = Field(
+        default_factory=lambda: ComponentRef(name="losses:sft"),
+        description="The training objective (default: the losses plugin's 'sft', qualified so another provider of 'sft' cannot change it).",
+    )
     train: TrainSettings = Field(default_factory=TrainSettings, description="Optimisation settings.")
 
 
@@ -93,7 +96,10 @@ class AlignStage(_Strict):
     type: Literal["align"] = Field(description="Stage kind: 'align' optimises a preference loss on pairs.")
     name: Optional[str] = Field(None, description="Stage name used in outputs; default 'align'.")
     data: ComponentRef = Field(description="A preference source with the 'pairs' capability.")
-    loss: ComponentRef = Field(default_factory=lambda: ComponentRef(name="dpo"), description="The preference loss.")
+    loss: ComponentRef = Field(
+        default_factory=lambda: ComponentRef(name="losses:dpo"),
+        description="The preference loss (default: the losses plugin's 'dpo', qualified so another provider of 'dpo' cannot change it).",
+    )
     train: TrainSettings = Field(default_factory=TrainSettings, description="Optimisation settings.")
 
 

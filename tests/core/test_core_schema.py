@@ -27,7 +27,7 @@ def test_component_names_and_configs_are_constrained(toy):
     defs = schema["$defs"]
     assert "ComponentRef" not in defs
     assert schema["properties"]["model"]["$ref"] == "#/$defs/ModelRef"
-    assert defs["AlignStage"]["properties"]["loss"]["default"] == {"name": "dpo", "config": {}}
+    assert defs["AlignStage"]["properties"]["loss"]["default"] == {"name": "losses:dpo", "config": {}}  # qualified (issue 12.6)
     assert defs["EvaluateStage"]["properties"]["evaluators"]["items"] == {"$ref": "#/$defs/EvaluatorRef"}
     losses = {alt["title"]: alt for alt in defs["LossRef"]["oneOf"]}
     dpo = losses["toy:dpo"]

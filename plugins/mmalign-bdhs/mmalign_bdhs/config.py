@@ -39,8 +39,9 @@ class SourceRef(NestedComponent):
     config: dict[str, Any] = Field(default_factory=dict, description="Settings of that source (validated by its config class).")
 
 
-def _default_base() -> "SourceRef":
-    return SourceRef.model_validate({"name": "shapes-pairs"})
+def _default_base() -> Any:
+    """The default base source as data: resolved (with the validating manager) because the fields set validate_default."""
+    return {"name": "shapes:shapes-pairs"}
 
 
 class EmbedderRef(NestedComponent):
@@ -48,7 +49,7 @@ class EmbedderRef(NestedComponent):
 
     kind: ClassVar[str] = "embedder"
 
-    name: str = Field("minilm", description="Registered sentence embedder (see `mmalign plugins`), or 'plugin:name'; stored qualified.")
+    name: str = Field("bdhs:minilm", description="Registered sentence embedder (see `mmalign plugins`), or 'plugin:name'; stored qualified.")
     config: dict[str, Any] = Field(default_factory=dict, description="Settings of that embedder (validated by its config class).")
 
 
@@ -73,7 +74,8 @@ class BDHSConfig(ComponentConfig):
     restricted image access, regenerated sentence by sentence from the chosen answer, resampled while too similar."""
 
     base: SourceRef = Field(
-        default_factory=lambda: _default_base(),
+        default_factory=_default_base,
+        validate_default=True,
         description="The static source giving (image, prompt, chosen answer[, external rejected answer]); default: the "
         "shapes world's caption pairs (shapes-pairs).",
     )
@@ -154,7 +156,8 @@ class POVIDDistortionConfig(ComponentConfig):
     teacher-forced greedy prediction on the chosen answer under a noised image, scored under the clean image."""
 
     base: SourceRef = Field(
-        default_factory=lambda: _default_base(),
+        default_factory=_default_base,
+        validate_default=True,
         description="The static source of (image, prompt, chosen[, external rejected]) pairs, e.g. 'povid'; default: shapes-pairs.",
     )
     noise: NoiseSettings = Field(default_factory=NoiseSettings, description="The diffusion noise of the distorted image (one draw per pair, shared by policy and reference).")

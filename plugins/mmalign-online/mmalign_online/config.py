@@ -118,7 +118,8 @@ class OnlineSettings(ComponentConfig):
     """Sampling, judging and logging settings shared by online-dpo and mixed-dpo."""
 
     judge: JudgeRef = Field(
-        default_factory=lambda: JudgeRef(name="shapes-oracle"),
+        default_factory=lambda: {"name": "online:shapes-oracle"},
+        validate_default=True,  # resolved with the validating manager, not at import
         description="The judge that ranks the policy's samples, as {\"name\": ..., \"config\": {...}}; default: the shapes-oracle (CPU demo).",
     )
     samples_per_prompt: int = Field(2, ge=2, le=16, description="Responses sampled per prompt (the paper: 2). The judge's best becomes chosen, its worst rejected.")
@@ -164,7 +165,8 @@ class OnlineDPOConfig(OnlineSettings):
     """Online-DPO: sample from the current policy, let a judge pick the better response (method spec 3.2)."""
 
     prompts: PromptSourceRef = Field(
-        default_factory=lambda: PromptSourceRef(name="shapes-pairs"),
+        default_factory=lambda: {"name": "shapes:shapes-pairs"},
+        validate_default=True,  # resolved with the validating manager, not at import
         description="Where prompts (image + question) come from: any static preference or SFT source, as "
         "{\"name\": ..., \"config\": {...}}; its answers are ignored. Default: shapes-pairs (CPU demo).",
     )
@@ -174,7 +176,8 @@ class MixedDPOConfig(OnlineSettings):
     """Mixed-DPO (method spec 2, Eq. 4): per example the offline pair with probability p, else an online pair."""
 
     base: PairSourceRef = Field(
-        default_factory=lambda: PairSourceRef(name="shapes-pairs"),
+        default_factory=lambda: {"name": "shapes:shapes-pairs"},
+        validate_default=True,  # resolved with the validating manager, not at import
         description="The offline preference source, as {\"name\": ..., \"config\": {...}}; its prompts are also the online prompts. "
         "Default: shapes-pairs (CPU demo).",
     )
@@ -327,7 +330,8 @@ class RewardTrainConfig(ComponentConfig):
     """How a reward model is trained when no trained one exists (Bradley-Terry, method spec 4)."""
 
     data: PairSourceRef = Field(
-        default_factory=lambda: PairSourceRef(name="shapes-pairs"),
+        default_factory=lambda: {"name": "shapes:shapes-pairs"},
+        validate_default=True,  # resolved with the validating manager, not at import
         description="Preference pairs to train on, as a preference source {\"name\": ..., \"config\": {...}}; default: shapes-pairs (CPU demo).",
     )
     max_pairs: Optional[int] = Field(None, ge=2, description="Use only the first N pairs of the source.")
@@ -346,7 +350,8 @@ class RewardModelConfig(ComponentConfig):
     """A scalar reward head on a vision-language backbone, used to rank responses."""
 
     model: Optional[ModelRef] = Field(
-        default_factory=lambda: ModelRef(name="tiny-llava"),
+        default_factory=lambda: {"name": "tiny:tiny-llava"},
+        validate_default=True,  # resolved with the validating manager, not at import
         description="The backbone, as a model component; needed to train (a saved reward model records its own). Default: tiny-llava (CPU demo).",
     )
     path: Optional[str] = Field(

@@ -1,0 +1,141 @@
+"""Seams a third party relies on: a clashing name breaks no existing spec or run folder; bad defaults are caught."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import Field
+
+from mmalign_core import ComponentConfig, LossEntry, hookimpl
+from mmalign_core.manager import create_plugins, load_plugins
+from mmalign_core.spec import check_spec, load_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("**/*.json"))
+
+
+class _BetaConfig(ComponentConfig):
+    """A loss config."""
+
+    beta: float = Field(0.1, gt=0, description="Temperature.")
+
+
+class Clasher:
+    """A third-party package that registers its own `dpo`, `sft` and `shapes-pairs`-like names."""
+
+    @hookimpl
+    def mmalign_losses(self) -> list:
+        return [
+            LossEntry(name="dpo", summary="Someone else's DPO.", config=_BetaConfig, factory="x.y:z"),
+            LossEntry(name="sft", summary="Someone else's SFT.", config=_BetaConfig, factory="x.y:z"),
+        ]
+
+
+@pytest.fixture(scope="module")
+def clashing() -> Any:
+    return load_plugins(extra=[("clasher", Clasher())])
+
+
+@pytest.fixture(scope="module")
+def installed() -> Any:
+    return load_plugins()
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[str(p.relative_to(ROOT)) for p in EXAMPLES])
+def test_examples_validate_unchanged_when_a_third_party_clashes(path: Path, clashing: Any, installed: Any) -> None:
+    if path.parent.name == "plugin-example":
+        pytest.skip("the plugin example's spec needs its own (uninstalled) plugin")
+    data = load_spec(path)
+    before, problems = check_spec(data, installed, source=str(path))
+    assert before is not None, problems
+    after, problems = check_spec(data, clashing, source=str(path))
+    assert after is not None, [p.format() for p in problems]
+    assert after.spec_hash == before.spec_hash  # the same components, so old run folders still --resume
+
+
+def test_a_bare_clashing_name_fails_naming_both_providers(clashing: Any) -> None:
+    spec = {"name": "bare", "model": {"name": "tiny-llava"},
+            "stages": [{"type": "align", "data": {"name": "shapes-pairs"}, "loss": {"name": "dpo"}}]}
+    validated, problems = check_spec(spec, clashing)
+    assert validated is None
+    text = " ".join(p.format() for p in problems)
+    assert "stages[0].loss.name" in text and "losses:dpo" in text and "clasher:dpo" in text
+    # The stage default is qualified: leaving the loss out still means the losses plugin's DPO.
+    del spec["stages"][0]["loss"]
+    validated, problems = check_spec(spec, clashing)
+    assert validated is not None, problems
+    assert validated.loss(0).entry.qualified_name == "losses:dpo"
+
+
+def test_a_recorded_spec_validates_to_the_same_hash_under_a_clash(installed: Any, clashing: Any) -> None:
+    quickstart = load_spec(ROOT / "examples" / "quickstart.json")
+    first, _ = check_spec(quickstart, installed)
+    assert first is not None
+    recorded = json.loads(json.dumps(first.resolved))  # what a run writes as spec.json
+    again, problems = check_spec(recorded, clashing)
+    assert again is not None, problems
+    assert again.spec_hash == first.spec_hash
+
+
+def test_resume_without_spec_uses_the_recorded_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, installed: Any) -> None:
+    from mmalign_core import cli, runner
+
+    quickstart = load_spec(ROOT / "examples" / "quickstart.json")
+    first, _ = check_spec(quickstart, installed)
+    assert first is not None
+    (tmp_path / "spec.json").write_text(json.dumps(first.resolved), encoding="utf-8")
+    seen: dict[str, Any] = {}
+
+    def fake_run_spec(validated: Any, **kw: Any) -> int:
+        seen.update(hash=validated.spec_hash, source=validated.source, **kw)
+        return 0
+
+    monkeypatch.setattr(runner, "run_spec", fake_run_spec)
+    assert cli.main(["run", "--resume", "--output-dir", str(tmp_path)]) == 0
+    assert seen["hash"] == first.spec_hash and seen["source"] == str(tmp_path / "spec.json") and seen["resume"] is True
+
+
+def test_plugins_listing_flags_the_clash(clashing: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from mmalign_core import cli
+
+    monkeypatch.setattr(cli, "_plugins", lambda: clashing)
+    cli.cmd_plugins(SimpleNamespace(known=False, json=False, traceback=False))  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert "loss 'dpo' is provided by clasher, losses: write clasher:dpo or losses:dpo" in out
+    row = next(line for line in out.splitlines() if line.startswith("loss") and " dpo " in line and "clasher" in line)
+    assert "ok, clash" in row
+
+
+def test_a_default_that_fails_its_own_constraint_breaks_only_that_plugin() -> None:
+    class Negative(ComponentConfig):
+        """A config whose default violates its own bound."""
+
+        beta: float = Field(-1.0, gt=0, description="Temperature.")
+
+    class Bad:
+        @hookimpl
+        def mmalign_losses(self) -> list:
+            return [LossEntry(name="neg", summary="A loss.", config=Negative, factory="x.y:z")]
+
+    class Good:
+        @hookimpl
+        def mmalign_losses(self) -> list:
+            return [LossEntry(name="pos", summary="A loss.", config=_BetaConfig, factory="x.y:z")]
+
+    plugins = create_plugins(("bad", Bad()), ("good", Good()))
+    bad = plugins.info("bad")
+    assert bad is not None and bad.status == "broken"
+    assert "Negative: the default of beta fails its own validation: Input should be greater than 0 (got -1.0)" in (bad.error or "")
+    assert [e.qualified_name for e in plugins.entries("loss")] == ["good:pos"]
+
+
+def test_every_official_default_passes_its_own_validation(installed: Any) -> None:
+    from mmalign_core.entries import default_problems
+
+    assert not installed.broken(), [(i.name, i.error) for i in installed.broken()]
+    for entry in installed.entries():
+        assert default_problems(entry.config) == [], entry.qualified_name
