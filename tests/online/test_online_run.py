@@ -39,7 +39,7 @@ def small(name: str) -> dict[str, Any]:
     for ev in (ev1, ev2):
         for e in ev["evaluators"]:
             e["config"]["n_images"] = 8
-            if e["name"] == "shapes-chair":
+            if e["name"].split(":")[-1] == "shapes-chair":
                 e["config"]["n_absent_images"] = 8
     spec["stages"] = [sft, align, ev2]
     return spec
