@@ -28,10 +28,13 @@ from typing import Any, Callable, Iterable, Sequence
 from .. import __version__
 from ..errors import RunError
 from ..protocols import Context
-from ..spec_models import AlignStage, EvaluateStage, SFTStage
+from ..spec_models import AlignStage, ComponentRef, EvaluateStage, RLStage, SFTStage
 from ..types import PreferencePair, SFTExample
 from .heap import steady_heap
 from .io import atomic_write_json, read_jsonl
+from .guard import NamedCall, NamedComponent
+from .lock import LOCK_NAME, RunDirError, RunLock, holds_run
+from .lock import probe as probe_lock
 from .report import write_report
 
 TRACKED_PACKAGES = ("torch", "transformers", "accelerate", "peft", "datasets", "tokenizers", "pluggy", "pydantic", "pillow", "numpy")
@@ -65,17 +68,11 @@ def _package_versions() -> dict[str, str]:
     return out
 
 
-def make_progress() -> Callable[..., Iterable]:
-    """A tqdm factory; ``MMALIGN_PROGRESS=0`` turns bars off, ``=1`` forces them on."""
-    from tqdm.auto import tqdm
+def make_progress(emit: Callable[[str], None] = print) -> Callable[..., Iterable]:
+    """A progress factory: tqdm bars on a terminal, a line to ``emit`` every 30 s otherwise (see :mod:`.progress`)."""
+    from .progress import make_progress_factory
 
-    flag = os.environ.get("MMALIGN_PROGRESS")
-    disable = None if flag is None else (flag == "0")
-
-    def progress(iterable: Iterable, desc: str = "", total: int | None = None) -> Iterable:
-        return tqdm(iterable, desc=desc, total=total, disable=disable, mininterval=1.0, dynamic_ncols=True, leave=False)
-
-    return progress
+    return make_progress_factory(emit)
 
 
 def make_accelerator(name: str) -> Any:
@@ -151,7 +148,7 @@ class Run:
         self.plugins = plugins
         self.run_dir = run_dir
         self.resume = resume
-        self.progress = make_progress()
+        self.progress = make_progress(self.log)
         self.metrics_path = run_dir / "metrics.jsonl"
         self._log_fh = open(run_dir / "run.log", "a") if self.dist.is_main else None
         self.manifest: dict[str, Any] = {}
@@ -236,10 +233,18 @@ class Run:
             record["status"] = "running"
             record["started"] = _now()
             self.save_manifest()
-            if isinstance(stage, EvaluateStage):
-                info = self._evaluate(model, i, name, stage, sdir)
-            else:
-                info = self._train(model, i, name, stage, sdir)
+            try:
+                if isinstance(stage, EvaluateStage):
+                    info = self._evaluate(model, i, name, stage, sdir)
+                elif isinstance(stage, RLStage):
+                    info = self._rl(model, i, name, stage, sdir)
+                else:
+                    info = self._train(model, i, name, stage, sdir)
+            except BaseException as exc:
+                record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                record["error"] = f"{type(exc).__name__}: {exc}"[:4000]
+                record["finished"] = _now()
+                raise
             info["seconds"] = round(time.perf_counter() - t0, 3)
             info["status"] = "complete"
             info["finished"] = _now()
@@ -267,7 +272,7 @@ class Run:
             "mmalign_version": __version__,
             "status": "running",
             "created": old.get("created", _now()),
-            "resumed": ([*old.get("resumed", []), _now()] if old else []),
+            "resumed": ([*old.get("resumed", []), _now()] if self.resume else []),
             "spec_hash": self.validated.spec_hash,
             "spec": self.validated.resolved,
             "git_commit": _git_commit(),
@@ -300,6 +305,12 @@ class Run:
             lo = stage.train.lora
             model.enable_lora(lo.r, lo.alpha, lo.dropout, lo.target_modules)
         model.load_checkpoint(sdir / "model")
+
+    def _log_traceback(self, text: str) -> None:
+        """Keep a component's traceback in run.log (the console shows only the message naming it)."""
+        if self._log_fh is not None:
+            self._log_fh.write(f"{_now()} traceback:\n{text}\n")
+            self._log_fh.flush()
 
     # -------------------------------------------------------------- training
     def _main_first(self, fn: Any) -> Any:
@@ -343,6 +354,8 @@ class Run:
         seed = self.spec.seed + 1000 * (i + 1)
         src_entry, source = self.build(f"stages[{i}].data")
         loss_entry, loss = self.build(f"stages[{i}].loss")
+        loss = NamedCall(loss, f"stages[{i}].loss: loss '{loss_entry.qualified_name}'", self._log_traceback)
+        source = NamedComponent(source, f"stages[{i}].data: source '{src_entry.qualified_name}'", self._log_traceback)
         kind = "sft" if isinstance(stage, SFTStage) else "pairs"
         ctx = self.context(sdir / "data", seed)
         if "generate" in src_entry.requires:
@@ -401,6 +414,7 @@ class Run:
             data_fingerprint=f"{fingerprint}|max_length={budget}",
             cache_dir=ctx.cache_dir,
             dist=self.dist,
+            stateful={"loss": loss, "data": source},
         )
         if self.dist.is_main:
             model.save_pretrained(sdir / "model")
@@ -416,6 +430,74 @@ class Run:
             "data": data_info,
             "loss": loss_entry.qualified_name,
             "last_metrics": outcome.last_metrics,
+            "model_dir": str(sdir / "model"),
+        }
+
+    # -------------------------------------------------------------------- RL
+    def _build_ref(self, path: str, kind: str, ref: ComponentRef) -> tuple[Any, Any]:
+        """Resolve, validate and build a component an ``rl`` stage names (spec validation does not see them)."""
+        from pydantic import ValidationError
+
+        from ..errors import MmalignError
+
+        try:
+            entry = self.plugins.resolve(kind, ref.name)
+        except (MmalignError, LookupError) as exc:
+            raise RunError(f"{path}.name: {exc}") from None
+        try:
+            config = entry.config.model_validate(ref.config, context={"plugins": self.plugins})
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise RunError(f"{path}.config{'.' + where if where else ''}: {first['msg']}") from None
+        try:
+            return entry, entry.build(config)
+        except Exception as exc:  # a component's own failure: name it
+            raise RunError(f"{path}: building {entry.kind} '{entry.qualified_name}' failed: {type(exc).__name__}: {exc}") from exc
+
+    def _rl(self, model: Any, i: int, name: str, stage: RLStage, sdir: Path) -> dict[str, Any]:
+        """An ``rl`` stage: build its prompt source, reward and algorithm, and let the algorithm train."""
+        import torch
+
+        from ..protocols import RLStageInputs
+        from .training import latest_checkpoint, truncate_metrics
+
+        if self.dist.world > 1:
+            raise RunError(f"stages[{i}]: 'rl' stages run in one process; launch without torchrun/accelerate")
+        seed = self.spec.seed + 1000 * (i + 1)
+        src_entry, source = self._build_ref(f"stages[{i}].data", "preference_source", stage.data)
+        reward_entry, reward = self._build_ref(f"stages[{i}].reward", "reward", stage.reward)
+        algo_entry, algorithm = self._build_ref(f"stages[{i}].algorithm", "rl_algorithm", stage.algorithm)
+        ctx = self.context(sdir / "data", seed)
+        kind = "pairs" if "pairs" in src_entry.capabilities else "sft"
+        prompts = self._materialise(source, kind, f"stages[{i}].data", ctx)
+        if stage.train.max_examples and stage.train.max_examples < len(prompts):
+            prompts = _Head(prompts, stage.train.max_examples)
+        self.log(f"stage {i} '{name}': {len(prompts)} prompts from {src_entry.qualified_name}, "
+                 f"algorithm {algo_entry.qualified_name}, reward {reward_entry.qualified_name}")
+        ckpt = latest_checkpoint(sdir)
+        truncate_metrics(self.metrics_path, name, int(ckpt.name.split("-")[1]) if ckpt else 0)
+        torch.manual_seed(seed)
+        outcome = algorithm.train(RLStageInputs(
+            model=model, prompts=prompts, reward=reward, train=stage.train, rollout=stage.rollout, stage_name=name,
+            stage_dir=sdir, metrics_path=self.metrics_path, seed=seed, ctx=ctx, progress=self.progress, log=self.log,
+            on_metrics=lambda step, row: self.plugins.on_metrics(self.run_dir, name, step, row),
+        ))
+        model.save_pretrained(sdir / "model")
+        shutil.rmtree(sdir / "checkpoints", ignore_errors=True)
+        if hasattr(model, "mark_saved"):
+            model.mark_saved(sdir / "model")
+        self.manifest["final_model"] = str(sdir / "model")
+        self.log(f"stage {i} '{name}': {outcome['steps']} RL steps in {outcome['seconds']:.1f}s; model saved to {sdir / 'model'}")
+        return {
+            "name": name,
+            "steps": outcome["steps"],
+            "examples_seen": outcome["examples_seen"],
+            "data": {"source": src_entry.qualified_name, "n_prompts": len(prompts),
+                     "fingerprint": source.fingerprint() if hasattr(source, "fingerprint") else None},
+            "algorithm": {"component": algo_entry.qualified_name, **algorithm.describe()},
+            "reward": {"component": reward_entry.qualified_name, **reward.describe()},
+            "last_metrics": outcome.get("last_metrics", {}),
             "model_dir": str(sdir / "model"),
         }
 
@@ -461,26 +543,68 @@ class Run:
         return {"name": name, "results": results}
 
 
+def _recorded_spec_hash(run_dir: Path) -> str | None:
+    """The spec hash a run folder recorded: the manifest's, else that of its ``spec.json`` (a run killed before its
+    first manifest), else None."""
+    import hashlib
+
+    man = run_dir / "manifest.json"
+    if man.is_file():
+        try:
+            old = json.loads(man.read_text()).get("spec_hash")
+        except (OSError, ValueError):
+            old = None
+        if old:
+            return str(old)
+    spec = run_dir / "spec.json"
+    if spec.is_file():
+        try:
+            data = json.loads(spec.read_text())
+        except (OSError, ValueError):
+            return "unreadable spec.json"
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return None
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    """Delete a run folder's contents, keeping its lock file (held by this process)."""
+    for child in run_dir.iterdir():
+        if child.name == LOCK_NAME:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, spec_hash: str, mutate: bool = True) -> None:
-    """Refuse to clobber an existing run unless told to resume or overwrite; ``mutate=False`` only checks."""
+    """Refuse to clobber an existing run unless told to resume or overwrite; ``mutate=False`` only checks.
+
+    ``--overwrite`` and ``--resume`` act only on a folder that holds an mmalign run (``manifest.json``, ``spec.json``
+    or ``run.lock``); any other non-empty folder is refused. Refusals are :class:`RunDirError` (exit 2).
+    """
     if resume and overwrite:
-        raise RunError("choose one of --resume and --overwrite")
-    exists = run_dir.exists() and any(run_dir.iterdir())
+        raise RunDirError("choose one of --resume and --overwrite")
+    exists = run_dir.is_dir() and any(p.name != LOCK_NAME for p in run_dir.iterdir())
+    if exists and not holds_run(run_dir):
+        raise RunDirError(
+            f"output directory {run_dir} is not empty and holds no mmalign run (no manifest.json, spec.json or {LOCK_NAME}); "
+            "nothing was changed: choose another output directory, or empty this one yourself"
+        )
     if exists and not (resume or overwrite):
-        raise RunError(
+        raise RunDirError(
             f"output directory {run_dir} already holds a run; pass --resume to continue it or --overwrite to start over"
         )
     if exists and overwrite and mutate:
-        shutil.rmtree(run_dir)
+        _clear_run_dir(run_dir)
     if resume and exists:
-        man = run_dir / "manifest.json"
-        if man.is_file():
-            old = json.loads(man.read_text()).get("spec_hash")
-            if old and old != spec_hash:
-                raise RunError(
-                    f"cannot resume {run_dir}: the spec changed since the run started (hash {old[:12]} != {spec_hash[:12]}); "
-                    "use --overwrite or another output directory"
-                )
+        old = _recorded_spec_hash(run_dir)
+        if old and old != spec_hash:
+            raise RunError(
+                f"cannot resume {run_dir}: the spec changed since the run started (hash {old[:12]} != {spec_hash[:12]}); "
+                "use --overwrite or another output directory"
+            )
     if mutate:
         run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -494,14 +618,28 @@ def run_spec(validated: Any, *, output_dir: str | Path | None = None, resume: bo
     run_dir = Path(output_dir or spec.output_dir or Path("runs") / spec.name).resolve()
     accelerator = make_accelerator(spec.device)
     main = accelerator.is_main_process
-    # Every process checks (so all of them stop on a refusal); only the main one changes files.
+    # Every process checks (so all of them stop on a refusal); only the main one changes files, under the
+    # folder's lock (one run per folder: a second process is refused, whatever its flags).
+    probe_lock(run_dir)
     prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, spec_hash=validated.spec_hash, mutate=False)
+    continuing = resume and holds_run(run_dir)
     accelerator.wait_for_everyone()
-    if main:
-        prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, spec_hash=validated.spec_hash)
-        atomic_write_json(run_dir / "spec.json", validated.resolved)
+    lock = RunLock(run_dir) if main else None
+    if lock is not None:
+        lock.acquire()
+        try:
+            prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, spec_hash=validated.spec_hash)
+            atomic_write_json(run_dir / "spec.json", validated.resolved)
+        except BaseException:
+            lock.release()
+            raise
     accelerator.wait_for_everyone()
-    run = Run(validated, plugins, run_dir, resume, accelerator)
+    try:
+        run = Run(validated, plugins, run_dir, continuing, accelerator)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     try:
         return run.execute()
     except BaseException as exc:
@@ -513,6 +651,8 @@ def run_spec(validated: Any, *, output_dir: str | Path | None = None, resume: bo
     finally:
         if run._log_fh is not None:
             run._log_fh.close()
+        if lock is not None:
+            lock.release()
 
 
 __all__ = ["run_spec", "prepare_run_dir", "read_jsonl"]
