@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 from .types import EvalResult, GenerationRequest, PreferencePair, SFTExample
 
@@ -203,3 +203,19 @@ class SentenceEmbedder(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """Identity for manifests and cache keys."""
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """A component (loss, source, judge, ...) with state that must survive a resume.
+
+    A component that has both methods gets its ``state_dict()`` saved in every
+    training checkpoint of the stage it runs in, and ``load_state_dict(state)``
+    called with it when the stage resumes, before the first resumed step. The
+    state holds tensors, numbers, strings, lists and dicts only (checkpoints are
+    read with ``torch.load(weights_only=True)``: no pickled objects).
+    """
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...

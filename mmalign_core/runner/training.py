@@ -14,12 +14,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from ..protocols import LossInputs, PairLogps
+from ..protocols import LossInputs, PairLogps, Stateful
 from ..types import SFTExample
 from ..spec_models import TrainSettings
 from .heap import steady_heap
@@ -222,7 +222,7 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
 
 
 def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, step: int, stage_dir: Path, keep: int,
-                     log_window: dict[str, Any] | None = None) -> Path:
+                     log_window: dict[str, Any] | None = None, components: dict[str, Any] | None = None) -> Path:
     root = stage_dir / "checkpoints"
     final = root / f"step-{step:07d}"
     tmp = root / f".tmp-step-{step:07d}"
@@ -230,7 +230,7 @@ def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, step: int, stag
     model.save_pretrained(tmp)
     torch.save(
         {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-         "log_window": log_window or {}},
+         "log_window": log_window or {}, "components": components or {}},
         tmp / TRAINER_STATE,
     )
     shutil.rmtree(final, ignore_errors=True)
@@ -239,6 +239,24 @@ def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, step: int, stag
     for old in older:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def component_states(stateful: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``state_dict()`` of every component that has one (a loss with a running statistic, a source with a cursor)."""
+    return {name: comp.state_dict() for name, comp in (stateful or {}).items() if isinstance(comp, Stateful)}
+
+
+def restore_component_states(stateful: Mapping[str, Any] | None, saved: Mapping[str, Any], stage_name: str) -> None:
+    """Give each stateful component back the state its checkpoint holds."""
+    for name, comp in (stateful or {}).items():
+        if not isinstance(comp, Stateful):
+            continue
+        if name not in saved:
+            raise RuntimeError(
+                f"stage {stage_name!r}: the checkpoint holds no state for the {name} component, which has state_dict(); "
+                "it was written by a version without it -- resume with --overwrite"
+            )
+        comp.load_state_dict(saved[name])
 
 
 def _text_length(example: Any) -> int:
@@ -303,6 +321,7 @@ def run_training(
     data_fingerprint: str | None = None,
     cache_dir: Path | None = None,
     dist: Dist | None = None,
+    stateful: Mapping[str, Any] | None = None,
 ) -> TrainOutcome:
     """Train ``model`` in place; return when ``steps`` optimizer steps are done.
 
@@ -370,6 +389,7 @@ def run_training(
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         start = int(state["step"])
+        restore_component_states(stateful, state.get("components") or {}, stage_name)
         log(f"[{stage_name}] resuming from {ckpt.name} (step {start}/{steps})")
     params = [p for g in optimizer.param_groups for p in g["params"]]
     # The logging window (sums and counts of the steps since the last metrics row) travels in the checkpoint,
@@ -402,7 +422,7 @@ def run_training(
         if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < steps:
             if dist.is_main:
                 _save_checkpoint(model, optimizer, scheduler, done, stage_dir, settings.keep_checkpoints,
-                                 {"sums": dict(window), "counts": dict(window_n)})
+                                 {"sums": dict(window), "counts": dict(window_n)}, component_states(stateful))
             dist.barrier()
     with steady_heap():
         for step in bar:

@@ -176,6 +176,43 @@ def test_sigkill_then_resume_matches_uninterrupted_run(env: dict[str, str], tmp_
     assert [r["step"] for r in rows if r["stage"] == "align"] == list(range(1, steps + 1))
 
 
+@pytest.mark.slow
+def test_a_stateful_loss_resumes_bit_exactly_after_sigkill(env: dict[str, str], tmp_path: Path) -> None:
+    """The fixture plugin's shifted-dpo keeps a running reward shift; its state_dict travels in the checkpoint."""
+    steps, every = 12, 4
+    data = _tiny_spec("stateful", steps, every)
+    data["stages"][1]["loss"] = {"name": "example-eval:shifted-dpo", "config": {"beta": 0.1, "momentum": 0.5}}
+    spec = write(tmp_path / "s.json", data)
+    straight = tmp_path / "straight"
+    ok = cli(env, "run", str(spec), "--output-dir", str(straight))
+    assert ok.returncode == 0, ok.stderr
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "mmalign_core.cli", "run", str(spec), "--output-dir", str(killed)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = killed / "stages" / "1-align" / "checkpoints" / f"step-{every:07d}" / "trainer_state.pt"
+    deadline = time.time() + 300
+    while not marker.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.is_file(), "the run never reached its first checkpoint"
+    assert not (killed / "stages" / "1-align" / "done.json").exists(), "the run finished before it could be killed"
+    resumed = cli(env, "run", str(spec), "--output-dir", str(killed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from step-" in resumed.stdout
+
+    def shifts(run: Path) -> list[float]:
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [r["shift"] for r in rows if r["stage"] == "align"]
+
+    assert len(shifts(killed)) == steps and shifts(killed) == shifts(straight)
+    a = _weights(straight / "stages" / "1-align" / "model")
+    b = _weights(killed / "stages" / "1-align" / "model")
+    for k in a:
+        assert (a[k] == b[k]).all(), f"{k} differs after resume"
+
+
 def test_third_party_plugin_components_run(env: dict[str, str], tmp_path: Path) -> None:
     """Components of the pip-installed fixture plugin (tests/fixtures/plugins/mmalign-example-eval) in a real run."""
     listing = cli(env, "plugins")
