@@ -9,9 +9,9 @@ spec. The spec is validated like ``mmalign run`` and handed to
 ``mmalign compare`` reads the ``manifest.json`` of finished runs and prints one
 table of every metric across them (rows = runs when runs and metrics are few,
 otherwise transposed), optionally in a plugin's fixed column layout (the paper's eight columns come from mmalign-evals), and
-draws a PNG bar chart with Pillow.
+draws a PNG bar chart with matplotlib (the optional ``report`` extra).
 
-Importing this module imports no torch, transformers or Pillow.
+Importing this module imports no torch, transformers, Pillow or matplotlib.
 """
 from __future__ import annotations
 
@@ -355,58 +355,12 @@ def render_text(table: Table, *, layout: str = "auto", markdown: bool = False, o
         print(f"note: {note}", file=out)
 
 
-PALETTE = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34)]
-
-
 def draw_chart(table: Table, path: Path) -> Path:
-    """A PNG of grouped bars: one panel per metric (its own scale), one coloured bar per run (Pillow only)."""
-    from PIL import Image, ImageDraw
+    """A PNG of grouped bars: one panel per metric (its own scale), one coloured bar per run (matplotlib)."""
+    from .figures import bar_chart
 
-    columns = table.columns
-    per_row = min(4, max(1, len(columns)))
-    pw, ph = 260, 190
-    legend_h = 18 * ((len(table.rows) + 2) // 3) + 16
-    grid_rows = max(1, math.ceil(len(columns) / per_row))
-    img = Image.new("RGB", (per_row * pw + 20, legend_h + grid_rows * ph + 10), "white")
-    d = ImageDraw.Draw(img)
-    for k, row in enumerate(table.rows):
-        x, y = 10 + (k % 3) * ((per_row * pw) // 3), 8 + 18 * (k // 3)
-        d.rectangle([x, y + 2, x + 10, y + 12], fill=PALETTE[k % len(PALETTE)])
-        d.text((x + 16, y), row[:40], fill="black")
-    for n, col in enumerate(columns):
-        ox, oy = 10 + (n % per_row) * pw, legend_h + (n // per_row) * ph
-        arrow = {True: " (higher better)", False: " (lower better)", None: ""}[col.higher_is_better]
-        d.text((ox + 6, oy + 4), (col.label + arrow)[:42], fill="black")
-        vals = [table.values.get(r, {}).get(col.label) for r in table.rows]
-        finite = [v for v in vals if v is not None and math.isfinite(v)]
-        left, top, right, bottom = ox + 8, oy + 34, ox + pw - 12, oy + ph - 22
-        d.rectangle([left, top, right, bottom], outline=(200, 200, 200))
-        if not finite:
-            d.text((left + 8, (top + bottom) // 2), "no data", fill="grey")
-            continue
-        lo, hi = min(0.0, min(finite)), max(0.0, max(finite))
-        if hi == lo:
-            hi = lo + 1.0
-        span = hi - lo
-        hi, lo = hi + 0.15 * span * (hi > 0), lo - 0.15 * span * (lo < 0)  # room for the value labels
-
-        def sy(v: float) -> float:
-            return bottom - (v - lo) / (hi - lo) * (bottom - top)
-
-        d.line([left, sy(0.0), right, sy(0.0)], fill=(120, 120, 120))
-        slot = (right - left) / max(1, len(vals))
-        for k, v in enumerate(vals):
-            if v is None or not math.isfinite(v):
-                continue
-            x0 = left + k * slot + slot * 0.15
-            x1 = left + (k + 1) * slot - slot * 0.15
-            y0, y1 = sorted((sy(0.0), sy(v)))
-            d.rectangle([x0, y0, x1, max(y1, y0 + 1)], fill=PALETTE[k % len(PALETTE)])
-            d.text((x0, y0 - 12 if v >= 0 else y1 + 2), _fmt(v, table.decimals), fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    columns = [(c.label, c.higher_is_better) for c in table.columns]
+    return bar_chart(table.rows, columns, table.values, path, table.decimals)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -428,11 +382,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         render_text(table, layout=args.layout, markdown=args.markdown, out=sys.stdout)
     if not args.no_chart and table.rows and table.columns:
+        from .figures import FiguresUnavailable
+
         try:
             written = draw_chart(table, Path(args.chart))
         except OSError as exc:
             raise MmalignError(f"cannot write the chart {args.chart}: {exc.strerror or exc}") from None
-        print(f"wrote {written}", file=sys.stderr)
+        except FiguresUnavailable as exc:
+            print(f"note: no chart written: {exc}", file=sys.stderr)
+        else:
+            print(f"wrote {written}", file=sys.stderr)
     return 0
 
 

@@ -429,6 +429,7 @@ class Run:
             "examples_seen": outcome.examples_seen,
             "data": data_info,
             "loss": loss_entry.qualified_name,
+            "loss_metrics": list(loss_entry.metrics),
             "last_metrics": outcome.last_metrics,
             "model_dir": str(sdir / "model"),
         }

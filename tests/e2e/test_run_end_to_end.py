@@ -90,8 +90,9 @@ def test_quickstart_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "partner_hallucination" in report and "| eval-sft | eval-dpo |" in report.replace("metric | ", "")
     assert [r["step"] for r in rows if r["stage"] == "prior"] == [5, 10]
-    for png in ("loss.png", "rewards_margin.png", "rewards_accuracy.png"):
+    for png in ("train_loss.png", "train_rewards.png", "evaluations.png"):
         assert (out / "plots" / png).stat().st_size > 1000
+        assert f"](plots/{png})" in report
     # The trained model is a plain transformers folder.
     from transformers import AutoModelForImageTextToText, AutoProcessor
 

@@ -215,4 +215,4 @@ def test_compare_chart_is_written(tmp_path: Path, capsys) -> None:
     assert main("compare", *runs, "--chart", str(chart)) == 0
     assert f"wrote {chart}" in capsys.readouterr().err
     with Image.open(chart) as im:
-        assert im.mode == "RGB" and im.size[0] >= 4 * 260
+        assert im.mode in ("RGB", "RGBA") and im.size[0] >= 4 * 260
