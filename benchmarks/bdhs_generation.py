@@ -3,7 +3,7 @@
 Batched: all sentences of all pairs of a chunk continue in one decoding call per iteration (the
 ``bdhs`` sources' way, ``batch_size`` rows per call). Sequential: the same algorithm with
 ``batch_size = 1``, i.e. one sentence per call. Decoding goes through the core's lean loop
-(``mmalign_core.engine.sampling``); ``--generate`` uses transformers' ``generate`` instead. Both produce the same answers up to padding
+(``mmalign_hf.sampling``); ``--generate`` uses transformers' ``generate`` instead. Both produce the same answers up to padding
 numerics (greedy decoding); the script reports how many differ.
 
 Usage (from the repository root)::

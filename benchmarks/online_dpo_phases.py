@@ -73,7 +73,7 @@ def _instrument(arm: str) -> list[str]:
         _timed(GenerationMixin, "generate", "  of which generate()")
         _timed(trl_online.OnlineDPOTrainer, "_forward", "policy + reference forward")
         return ["generation", "policy + reference forward", "backward", "optimizer"]
-    from mmalign_core.engine import hf_vlm, sampling
+    from mmalign_hf import model as hf_vlm, sampling
     from mmalign_online.engine import HFEngine
 
     _timed(HFEngine, "generate", "generation")

@@ -177,7 +177,7 @@ def test_lean_decoding_equals_generate_under_a_partial_mask(load_family, family:
     """BDHS decodes through the core's lean loop where the family allows it; with part of the image hidden,
     stop strings and rows that stop at different steps (the hidden-key mask then follows the rows still
     decoding), it gives generate()'s tokens."""
-    from mmalign_core.engine.sampling import decode_parts
+    from mmalign_hf.sampling import decode_parts
 
     m = load_family(family)
     assert decode_parts(m.model) is not None

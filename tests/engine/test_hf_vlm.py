@@ -293,7 +293,7 @@ def test_a_kept_prompt_pass_gives_the_training_pass_its_log_probs_and_gradients(
     """keep_prompt_pass: sampling's prefill keeps its graph and the training pass scores only the answers
     after it. Log-probs and gradients equal the plain packed pass; the prompts and images are not run again.
     Decoding through the decoder's own forward (not the lean decoder) leaves the kept pass intact too."""
-    from mmalign_core.engine import sampling
+    from mmalign_hf import sampling
     from mmalign_tiny.model import load_tiny_llava
 
     if not lean:

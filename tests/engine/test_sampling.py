@@ -1,10 +1,10 @@
-"""The lean decoding loop (mmalign_core.engine.sampling) against transformers' generate and the sampling maths."""
+"""The lean decoding loop (mmalign_hf.sampling) against transformers' generate and the sampling maths."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mmalign_core.engine.sampling import _choose, decode_parts, fast_sample
+from mmalign_hf.sampling import _choose, decode_parts, fast_sample
 from mmalign_core.types import GenerationRequest, ImageRef
 
 
@@ -90,7 +90,7 @@ def test_sampling_matches_the_distribution_and_never_returns_zero_probability() 
 def test_fast_sample_refuses_a_family_it_does_not_cover(tiny_model, monkeypatch) -> None:
     import pytest
 
-    from mmalign_core.engine import sampling
+    from mmalign_hf import sampling
 
     monkeypatch.setattr(sampling, "FAST_DECODE_MODEL_TYPES", frozenset())
     m = tiny_model
@@ -148,7 +148,7 @@ def _with_text_model(m, text_type: str, **overrides):
     """``m`` rebuilt with a random-weight text model of another Llama-style family (same sizes and vocabulary)."""
     from transformers import LlavaConfig, LlavaForConditionalGeneration, MistralConfig, Qwen2Config
 
-    from mmalign_core.engine.hf_vlm import HFVisionLanguageModel
+    from mmalign_hf.model import HFVisionLanguageModel
 
     if text_type == "llama":
         return m
@@ -168,7 +168,7 @@ def _with_text_model(m, text_type: str, **overrides):
 
 
 def _count_lean_steps(monkeypatch) -> list[int]:
-    from mmalign_core.engine import sampling
+    from mmalign_hf import sampling
 
     calls = [0]
     original = sampling.LeanDecoder.step
@@ -215,7 +215,7 @@ def test_the_lean_decoder_equals_the_models_own_decoder(tiny_model, text_type, m
 def test_lean_decoder_hidden_states_match_the_decoder(tiny_model) -> None:
     from transformers import DynamicCache
 
-    from mmalign_core.engine.sampling import LeanDecoder
+    from mmalign_hf.sampling import LeanDecoder
 
     m = _with_text_model(tiny_model, "qwen2")  # q/k/v biases, grouped key/value heads
     inputs = m._generation_inputs(_requests(4))
@@ -239,7 +239,7 @@ def test_lean_decoder_hidden_states_match_the_decoder(tiny_model) -> None:
 
 
 def test_the_lean_decoder_steps_aside_where_it_would_differ(tiny_model) -> None:
-    from mmalign_core.engine.sampling import LeanDecoder
+    from mmalign_hf.sampling import LeanDecoder
 
     m = tiny_model
     decoder = m.model.get_decoder()

@@ -115,7 +115,7 @@ def test_batched_generation_equals_plain_generate_one_at_a_time(load_family, fam
     """Greedy decoding of a left-padded batch through the wrapper (mmalign's lean loop where the family
     allows it) gives, row by row, the tokens of transformers' own generate() on that request alone:
     left padding, mRoPE positions, PaliGemma's prefix types and the shared-prefill cache change nothing."""
-    from mmalign_core.engine.sampling import decode_parts
+    from mmalign_hf.sampling import decode_parts
 
     m = load_family(family)
     fast = decode_parts(m.model) is not None

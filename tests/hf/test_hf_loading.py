@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmalign_core.engine.hf_vlm import SequenceTooLong
+from mmalign_hf.model import SequenceTooLong
 from mmalign_core.types import GenerationRequest, ImageRef, PreferencePair, SFTExample
 from mmalign_hf.families import ChatTemplateError, ImageTokenMismatch
 from mmalign_hf.loading import CheckpointNotFound

@@ -28,7 +28,7 @@ import torch
 pytest.importorskip("trl", reason="trl is not installed")
 pytest.importorskip("datasets", reason="TRL's DPOTrainer needs datasets")
 
-from mmalign_core.engine.hf_vlm import HFVisionLanguageModel  # noqa: E402
+from mmalign_hf.model import HFVisionLanguageModel  # noqa: E402
 from mmalign_core.protocols import LossInputs  # noqa: E402
 from mmalign_core.testing import make_pairs  # noqa: E402
 from mmalign_losses.config import DPOConfig, IPOConfig, RobustDPOConfig, SLiCConfig  # noqa: E402

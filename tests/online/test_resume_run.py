@@ -84,7 +84,7 @@ def test_reusing_the_prompt_pass_trains_exactly_as_without(tiny_dir: Path, tmp_p
     Same losses, same weights after three steps; the kept pass is used at every step."""
     import torch
 
-    from mmalign_core.engine.hf_vlm import HFVisionLanguageModel
+    from mmalign_hf.model import HFVisionLanguageModel
     from mmalign_tiny.model import load_tiny_llava
 
     used: list[int] = []

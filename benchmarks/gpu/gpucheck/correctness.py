@@ -215,7 +215,7 @@ def first_divergences(lean: list[list[int]], gen: list[list[int]], scores: Optio
 
 
 def check_decoding(m: Any, rec: Recorder, tag: str, dtype: str, new_tokens: int) -> dict[str, Any]:
-    from mmalign_core.engine.sampling import LeanDecoder, decode_parts
+    from mmalign_hf.sampling import LeanDecoder, decode_parts
 
     parts = decode_parts(m.model)
     if parts is None:

@@ -50,7 +50,7 @@ def _time_path(m: Any, reqs: list[Any], *, lean: bool, n: int, profile: Profile)
 
 
 def run(profile: Profile, rec: Recorder, scratch: Path) -> None:
-    from mmalign_core.engine.sampling import LeanDecoder, decode_parts
+    from mmalign_hf.sampling import LeanDecoder, decode_parts
 
     holder: dict[str, Any] = {}
 

@@ -1,6 +1,6 @@
 """Batched greedy continuation with restricted image access, on transformers models behind mmalign's HF engine.
 
-Works with :class:`mmalign_core.engine.hf_vlm.HFVisionLanguageModel` and its family subclasses
+Works with :class:`mmalign_hf.model.HFVisionLanguageModel` and its family subclasses
 (``mmalign_hf``): prompts go through the model's own ``_prompt_batch`` (chat template, processor,
 per-family image handling), assistant-turn prefixes through ``_answer_ids``, family companions (Qwen2-VL
 ``mm_token_type_ids``, PaliGemma ``token_type_ids``) through ``_token_type_inputs``, and the vision special
@@ -158,7 +158,7 @@ def generate_rows(
     tok = model.tokenizer
     stops = stop_token_ids(tok, stop) if stop else None
     eos = _eos_ids(model)
-    from mmalign_core.engine.sampling import decode_parts, fast_sample
+    from mmalign_hf.sampling import decode_parts, fast_sample
 
     fast = getattr(model, "fast_decoding", True) and decode_parts(hf) is not None
     try:

@@ -1,4 +1,4 @@
-"""Per-family adapters over :class:`mmalign_core.engine.hf_vlm.HFVisionLanguageModel`.
+"""Per-family adapters over :class:`mmalign_hf.model.HFVisionLanguageModel`.
 
 The generic adapter renders the prompt with the processor's chat template,
 appends answer tokens, pads and sums response log-probs. What differs between
@@ -36,7 +36,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from mmalign_core.engine.hf_vlm import HFVisionLanguageModel, SequenceTooLong, _Encoded
+from .model import HFVisionLanguageModel, SequenceTooLong, _Encoded
 from mmalign_core.types import GenerationRequest, ImageRef, PreferencePair, SFTExample
 
 LORA_LAYERS = "(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"

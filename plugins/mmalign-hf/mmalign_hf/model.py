@@ -26,8 +26,8 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from ..protocols import PairLogps
-from ..types import GenerationRequest, ImageRef, PreferencePair, SFTExample
+from mmalign_core.protocols import PairLogps
+from mmalign_core.types import GenerationRequest, ImageRef, PreferencePair, SFTExample
 
 PROJECTOR_NAMES = ("multi_modal_projector", "connector", "merger")
 VISION_NAMES = ("vision_tower", "vision_model", "visual")
@@ -752,7 +752,7 @@ class HFVisionLanguageModel:
         new = self.sample_tokens(reqs, n=1, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p)
         return self.texts_from_samples(new, remember=False)
 
-    #: Decode with mmalign's lean loop (:mod:`mmalign_core.engine.sampling`) where the family allows it;
+    #: Decode with mmalign's lean loop (:mod:`mmalign_hf.sampling`) where the family allows it;
     #: False: always through ``generate``.
     fast_decoding: bool = True
 
@@ -787,7 +787,7 @@ class HFVisionLanguageModel:
 
         Sampling is pure temperature / nucleus sampling (no top-k); greedy decoding (``do_sample``
         False) returns the same tokens ``generate`` does. The lean loop of
-        :mod:`~mmalign_core.engine.sampling` runs where the family allows it, ``generate`` elsewhere.
+        :mod:`~mmalign_hf.sampling` runs where the family allows it, ``generate`` elsewhere.
 
         ``keep_prompt_pass``: run the prompts with gradients and keep that pass until the next gradient
         :meth:`pair_logps` (which then scores the answers after it) or the next sampling, whichever comes

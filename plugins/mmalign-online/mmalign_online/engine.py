@@ -73,7 +73,7 @@ class HFEngine:
         if self._copy is not None and self._synced_step is not None and step - self._synced_step < self.config.sync_every:
             return
         if not _is_hf(model):
-            raise EngineUnavailable("engine 'hf' with a 'device' copies the policy's weights, which needs a Hugging Face model (mmalign_core.engine.hf_vlm)")
+            raise EngineUnavailable("engine 'hf' with a 'device' copies the policy's weights, which needs a Hugging Face model (mmalign_hf.model)")
         src = model.model
         if self._copy is not None:
             try:

@@ -140,7 +140,7 @@ def train_reward_model(
     """Train a reward head (and, with ``train_backbone``, the backbone's language model) on ``pairs``; save to ``out_dir``.
 
     Args:
-        backbone: an HF wrapper (:class:`mmalign_core.engine.hf_vlm.HFVisionLanguageModel`), e.g. a built
+        backbone: an HF wrapper (:class:`mmalign_hf.model.HFVisionLanguageModel`), e.g. a built
             ``tiny-llava`` or ``hf-vlm`` component. It is trained in place when ``train_backbone``.
         pairs: preference pairs; the first ``max_pairs`` are used.
         model_ref: the backbone's component reference, recorded so :func:`load_reward_model` can rebuild it.

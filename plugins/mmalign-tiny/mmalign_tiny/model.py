@@ -197,7 +197,7 @@ def load_tiny_llava(path: Path, max_length: int | None = None):
     """Load a saved tiny LLaVA folder through the generic Auto classes."""
     from transformers import AutoModelForImageTextToText, AutoProcessor, ProcessorMixin
 
-    from mmalign_core.engine.hf_vlm import HFVisionLanguageModel
+    from mmalign_hf.model import HFVisionLanguageModel
 
     processor = AutoProcessor.from_pretrained(str(path))
     if not isinstance(processor, ProcessorMixin):
