@@ -7,7 +7,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .config import ComponentConfig
-from .entries import EmbedderEntry, EvaluatorEntry, JudgeEntry, LossEntry, ModelEntry, SourceEntry
+from .entries import EmbedderEntry, EvaluatorEntry, JudgeEntry, LossEntry, ModelEntry, RewardEntry, RLAlgorithmEntry, SourceEntry
 from .hookspecs import hookimpl
 from .refs import NestedComponent
 from .types import EvalResult, GenerationRequest, ImageRef, PreferencePair, SFTExample
@@ -23,6 +23,8 @@ __all__ = [
     "EvaluatorEntry",
     "JudgeEntry",
     "EmbedderEntry",
+    "RewardEntry",
+    "RLAlgorithmEntry",
     "PreferencePair",
     "SFTExample",
     "ImageRef",

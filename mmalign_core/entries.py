@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-KINDS: tuple[str, ...] = ("model", "preference_source", "loss", "evaluator", "judge", "embedder")
+KINDS: tuple[str, ...] = ("model", "preference_source", "loss", "evaluator", "judge", "embedder", "reward", "rl_algorithm")
 
 KIND_LABELS = {
     "model": "model",
@@ -21,6 +21,8 @@ KIND_LABELS = {
     "evaluator": "evaluator",
     "judge": "judge",
     "embedder": "sentence embedder",
+    "reward": "reward",
+    "rl_algorithm": "RL algorithm",
 }
 
 
@@ -128,8 +130,28 @@ class EmbedderEntry(ComponentEntry):
     kind: ClassVar[str] = "embedder"
 
 
+@dataclass(frozen=True)
+class RewardEntry(ComponentEntry):
+    """A reward for RL stages: ``factory(config)`` returns an object satisfying
+    :class:`mmalign_core.protocols.Reward` (scalars for (prompt, images, response) batches, ``describe()``)."""
+
+    kind: ClassVar[str] = "reward"
+    # Names of the per-reward metrics it logs besides its score (documentation).
+    metrics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RLAlgorithmEntry(ComponentEntry):
+    """An RL algorithm (PPO, RLOO, GRPO, ...): ``factory(config)`` returns an object satisfying
+    :class:`mmalign_core.protocols.RLAlgorithm`, whose ``train(stage)`` runs an ``rl`` stage."""
+
+    kind: ClassVar[str] = "rl_algorithm"
+    metrics: tuple[str, ...] = ()
+
+
 ENTRY_TYPES: dict[str, type[ComponentEntry]] = {
-    cls.kind: cls for cls in (ModelEntry, SourceEntry, LossEntry, EvaluatorEntry, JudgeEntry, EmbedderEntry)
+    cls.kind: cls
+    for cls in (ModelEntry, SourceEntry, LossEntry, EvaluatorEntry, JudgeEntry, EmbedderEntry, RewardEntry, RLAlgorithmEntry)
 }
 
 

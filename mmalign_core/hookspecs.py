@@ -49,6 +49,16 @@ def mmalign_embedders() -> list:
 
 
 @hookspec
+def mmalign_rewards() -> list:
+    """Return a list of :class:`~mmalign_core.entries.RewardEntry` this plugin provides."""
+
+
+@hookspec
+def mmalign_rl_algorithms() -> list:
+    """Return a list of :class:`~mmalign_core.entries.RLAlgorithmEntry` this plugin provides."""
+
+
+@hookspec
 def mmalign_check_run(spec: Any, resolved: Any) -> list:
     """Return problems (strings) with a whole run that no single config can see.
 
@@ -95,4 +105,6 @@ REGISTRATION_HOOKS: dict[str, str] = {
     "evaluator": "mmalign_evaluators",
     "judge": "mmalign_judges",
     "embedder": "mmalign_embedders",
+    "reward": "mmalign_rewards",
+    "rl_algorithm": "mmalign_rl_algorithms",
 }

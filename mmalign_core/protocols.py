@@ -188,6 +188,84 @@ class Judge(Protocol):
         """Identity of the judge for manifests and caches."""
 
 
+@dataclass
+class RewardOutput:
+    """Rewards of a batch of responses.
+
+    Attributes:
+        scores: one scalar per response (higher is better), before any normalisation.
+        components: named parts of ``scores`` (e.g. the terms of a weighted sum), one value per response
+            each; logged as ``reward/<name>``.
+        details: optional per-response records (what the reward was computed from), logged with the rollouts.
+    """
+
+    scores: list[float]
+    components: dict[str, list[float]] = field(default_factory=dict)
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+
+@runtime_checkable
+class Reward(Protocol):
+    """A reward (component kind ``reward``): maps (prompt, images, response) batches to scalars.
+
+    ``requests`` carry the prompt and images of each response (one request per response, in order).
+    ``describe`` identifies the reward in manifests, rollout logs and caches.
+    """
+
+    def score(self, requests: Sequence[GenerationRequest], responses: Sequence[str], ctx: Context) -> RewardOutput:
+        """One scalar per response."""
+
+    def describe(self) -> dict[str, Any]:
+        """Identity for manifests and caches."""
+
+
+@dataclass
+class RLStageInputs:
+    """What the runner hands to an RL algorithm for one ``rl`` stage.
+
+    Attributes:
+        model: the policy (an :class:`AlignableModel`), as the previous stage left it.
+        prompts: the stage's prompts with their images (preference pairs or SFT examples; answers unused).
+        reward: the stage's :class:`Reward`.
+        train: the stage's optimisation settings (``mmalign_core.spec_models.TrainSettings``).
+        rollout: the stage's rollout settings (``mmalign_core.spec_models.RolloutSettings``).
+        stage_name, stage_dir, metrics_path, seed: where and under which seed the stage runs;
+            checkpoints go to ``stage_dir/checkpoints/step-N/`` (with ``trainer_state.pt``), metrics rows
+            (``{"stage": stage_name, "step": N, ...}``) are appended to ``metrics_path``.
+        ctx: a context whose ``output_dir`` is the stage's data folder (rollout logs go there).
+        on_metrics: call with ``(step, row)`` after writing a metrics row (plugins observe it).
+    """
+
+    model: Any
+    prompts: Sequence[Any]
+    reward: Any
+    train: Any
+    rollout: Any
+    stage_name: str
+    stage_dir: Path
+    metrics_path: Path
+    seed: int
+    ctx: Context
+    progress: Callable[..., Iterable] = _plain_progress
+    log: Callable[[str], None] = print
+    on_metrics: Callable[[int, dict[str, float]], None] = lambda step, row: None
+
+
+@runtime_checkable
+class RLAlgorithm(Protocol):
+    """An RL algorithm (component kind ``rl_algorithm``): trains the policy of an ``rl`` stage in place.
+
+    ``train`` returns a dict with at least ``steps``, ``examples_seen`` (responses generated),
+    ``seconds`` and ``last_metrics``; it resumes from the stage's latest checkpoint when there is one.
+    """
+
+    def train(self, stage: RLStageInputs) -> dict[str, Any]:
+        """Run the stage."""
+
+    def describe(self) -> dict[str, Any]:
+        """Identity (algorithm and settings) for the manifest."""
+
+
 @runtime_checkable
 class SentenceEmbedder(Protocol):
     """A sentence embedder (component kind ``embedder``): texts to unit-length vectors.

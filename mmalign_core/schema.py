@@ -31,6 +31,9 @@ COMPONENT_FIELDS: dict[tuple[str, str], str] = {
     ("AlignStage", "data"): "preference_source",
     ("AlignStage", "loss"): "loss",
     ("EvaluateStage", "evaluators"): "evaluator",
+    ("RLStage", "data"): "preference_source",
+    ("RLStage", "algorithm"): "rl_algorithm",
+    ("RLStage", "reward"): "reward",
 }
 _DEFAULTS: dict[tuple[str, str], type[BaseModel]] = {("SFTStage", "loss"): SFTStage, ("AlignStage", "loss"): AlignStage}
 

@@ -103,6 +103,31 @@ class AlignStage(_Strict):
     train: TrainSettings = Field(default_factory=TrainSettings, description="Optimisation settings.")
 
 
+class RolloutSettings(_Strict):
+    """How an ``rl`` stage samples from the policy each step."""
+
+    prompts_per_step: int = Field(8, ge=1, description="Prompts drawn per RL step (in a seeded order, as training batches are).")
+    samples_per_prompt: int = Field(4, ge=1, description="Responses sampled per prompt (the group size of GRPO, k of RLOO).")
+    max_new_tokens: int = Field(32, ge=1, description="Token limit of a response.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold (1: off).")
+    generation_batch_size: int = Field(16, ge=1, description="Prompts per generation call (each expanded to its samples).")
+    log: bool = Field(True, description="Append every rollout (tokens, rewards, advantages) to <stage>/data/rl/rollouts.jsonl.")
+    reuse_log: bool = Field(True, description="On resume, take logged rollouts of a step instead of sampling and scoring it again.")
+
+
+class RLStage(_Strict):
+    """Reinforcement learning against a reward: sample from the policy, score, update (PPO, RLOO, GRPO, ...)."""
+
+    type: Literal["rl"] = Field(description="Stage kind: 'rl' trains the policy on its own samples scored by a reward.")
+    name: Optional[str] = Field(None, description="Stage name used in outputs; default 'rl'.")
+    data: ComponentRef = Field(description="A source of prompts and images: any preference source (its answers are unused) or an SFT source.")
+    algorithm: ComponentRef = Field(description="The RL algorithm (component kind 'rl_algorithm'), e.g. 'grpo', 'rloo', 'ppo'.")
+    reward: ComponentRef = Field(description="The reward (component kind 'reward'), e.g. 'shapes-oracle', 'reward-model', 'weighted-sum'.")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="Optimisation settings; 'steps' counts RL steps (rollout batches).")
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings, description="Sampling settings.")
+
+
 class EvaluateStage(_Strict):
     """Run evaluators on the current model."""
 
@@ -111,7 +136,7 @@ class EvaluateStage(_Strict):
     evaluators: list[ComponentRef] = Field(min_length=1, description="Evaluators to run, in order.")
 
 
-Stage = Annotated[Union[SFTStage, AlignStage, EvaluateStage], Field(discriminator="type")]
+Stage = Annotated[Union[SFTStage, AlignStage, RLStage, EvaluateStage], Field(discriminator="type")]
 
 
 class RunSpec(_Strict):
@@ -127,7 +152,7 @@ class RunSpec(_Strict):
     deterministic: bool = Field(False, description="Use deterministic torch algorithms (slower, exactly repeatable).")
     threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch; default: torch's choice.")
     model: ComponentRef = Field(description="The model to train and evaluate.")
-    stages: list[Stage] = Field(min_length=1, description="Stages run in order: 'sft', 'align', 'evaluate'.")
+    stages: list[Stage] = Field(min_length=1, description="Stages run in order: 'sft', 'align', 'rl', 'evaluate'.")
 
     def stage_names(self) -> list[str]:
         """Unique names per stage: the given name or '<type>', suffixed with a counter when repeated."""
