@@ -249,7 +249,7 @@ def test_policy_skips_are_never_fatal_but_bad_rows_are(tmp_path: Path, entry, ct
     ok = entry("vlfeedback").build({"path": str(write_jsonl(tmp_path / "v.jsonl", rows)), "image_root": str(images), "on_error": "fail"})
     assert len(ok.pairs(ctx)) == 1 and ok.stats()["skipped"] == {"tie": 1}
     bad = write_jsonl(tmp_path / "bad.jsonl", [*rows, "{not json"])
-    with pytest.raises(DataError, match=r"vlfeedback: bad\.jsonl row 2: bad_json: line 3 is not valid JSON"):
+    with pytest.raises(DataError, match=r"vlfeedback: bad\.jsonl row 2 \(line 3\): bad_json: line 3 is not valid JSON"):
         entry("vlfeedback").build({"path": str(bad), "image_root": str(images), "on_error": "fail"}).pairs(ctx)
 
 

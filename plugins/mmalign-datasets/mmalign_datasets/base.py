@@ -32,8 +32,10 @@ from .files import Record, data_files, default_cache_root, files_fingerprint, it
 from .store import STORE_VERSION, PairSequence, Store, StoreWriter, decode_image
 
 #: Skip reasons that come from a pairing policy, not from bad data: counted, never fatal under ``on_error: fail``.
-POLICY_REASONS = frozenset({"tie", "unparsable_rating", "pope_correct", "too_few_completions"})
+POLICY_REASONS = frozenset({"tie", "unparsable_rating", "pope_correct", "too_few_completions", "incomplete_ratings"})
 MAX_EXAMPLES = 5  # examples kept per skip reason
+WATCH_FILE = "watch.json"  # image files the skipped rows depend on (a cached index is stale once they change)
+MAX_WATCHED = 10_000  # watched paths per kind: bounds the file and the stat calls of each cache hit
 
 
 def describe_image_error(exc: BaseException) -> str:
@@ -59,6 +61,15 @@ def strip_placeholder(text: str, placeholder: str) -> str:
     return re.sub(r"[ \t]*" + re.escape(placeholder) + r"[ \t]*(\n)?", repl, text)
 
 
+def _stamp(path: str) -> Optional[list[int]]:
+    """``[size, mtime_ns]`` of a file, ``None`` when it is gone: what tells a replaced image apart."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
 def _log_default(msg: str) -> None:
     print(f"[mmalign-datasets] {msg}", flush=True)
 
@@ -81,7 +92,9 @@ class DatasetSource:
     #: Published file names: when a folder holds one of them, only those are read (other JSON files are not data).
     preferred_files: tuple[str, ...] = ()
     #: Config fields that change neither the rows nor their content (left out of fingerprints).
-    _location_fields = ("path", "hub_id", "revision", "cache_dir", "image_root", "on_error")
+    _location_fields = ("path", "hub_id", "revision", "cache_dir", "image_root", "on_error", "reindex")
+    #: Folders under the data folder tried for images when ``image_root`` is not set (besides the data folder itself).
+    default_image_dirs: tuple[str, ...] = ()
 
     def __init__(self, config: DatasetConfig):
         self.config = config
@@ -93,6 +106,7 @@ class DatasetSource:
         self._seq: Optional[PairSequence] = None
         self._selection: dict[str, Any] = {}
         self._dropped: Counter = Counter()
+        self._flags: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------------------ location
     def root(self) -> Path:
@@ -151,15 +165,29 @@ class DatasetSource:
         return data_files(root, self.config.split, self.file_patterns)
 
     def image_roots(self, record: Optional[Record] = None) -> list[Path]:
-        """Folders image paths are resolved against: ``image_root``, else the data file's folder (and the data root)."""
+        """Folders image paths are resolved against: ``image_root``, else the data file's folder, the data root and the
+        loader's :attr:`default_image_dirs` under it that exist.
+
+        Raises:
+            DataError: ``image_root`` is set but is not a folder.
+        """
         if self.config.image_root:
-            return [Path(self.config.image_root).expanduser().resolve()]
+            given = Path(self.config.image_root).expanduser()
+            if not given.is_dir():
+                what = "is a file, not a folder" if given.exists() else "does not exist"
+                raise DataError(f"{self.name}: image_root {str(given)[:500]!r} {what}. {self.where_to_place()}")
+            return [given.resolve()]
         roots = []
         if record is not None:
             roots.append(record.file.parent)
         root = self.root()
-        roots.append(root if root.is_dir() else root.parent)
+        base = root if root.is_dir() else root.parent
+        roots.append(base)
+        roots += [base / d for d in self.default_image_dirs if (base / d).is_dir()]
         return list(dict.fromkeys(roots))
+
+    def _inside(self, candidate: Path, roots: Sequence[Path]) -> bool:
+        return self.config.allow_outside_images or any(candidate == r or candidate.is_relative_to(r) for r in roots)
 
     def find_image(self, names: Sequence[str], record: Record) -> dict[str, Any]:
         """An image struct for the first of ``names`` that exists under an image root (each tried as given, then by basename)."""
@@ -168,21 +196,29 @@ class DatasetSource:
             raise Skip("missing_image", "the record names no image")
         roots = self.image_roots(record)
         candidates: list[Path] = []
+        outside: list[str] = []
         for name in names:
             p = Path(name)
-            if p.is_absolute():
-                candidates.append(p)
-            candidates += [Path(os.path.normpath(r / name)) for r in roots if not p.is_absolute()]
+            joined = [Path(os.path.normpath(p))] if p.is_absolute() else [Path(os.path.normpath(r / name)) for r in roots]
+            for c in joined:
+                (candidates.append(c) if self._inside(c, roots) else outside.append(name))
         for name in names:
-            candidates += [r / Path(name).name for r in roots]
+            candidates += [r / Path(name).name for r in roots if Path(name).name not in ("", ".", "..")]
         candidates = list(dict.fromkeys(candidates))
-        if self.config.verify_images == "none":
+        if self.config.verify_images == "none" and candidates and not outside:
             return {"bytes": None, "path": str(candidates[0])}
         for c in candidates:
             if c.is_file():
                 return {"bytes": None, "path": str(c)}
+        if outside:
+            raise Skip(
+                "image_outside_root",
+                f"image path {outside[0][:300]!r} leaves the image folders ({', '.join(str(r) for r in roots[:3])}); it was not "
+                "opened. Set `image_root` to the folder that holds the images, or `allow_outside_images: true` to trust the data's paths",
+            )
         tried = ", ".join(str(c) for c in candidates[:4]) + (" ..." if len(candidates) > 4 else "")
-        raise Skip("missing_image", f"image {names[0]!r} not found (tried {tried}); set `image_root`")
+        raise Skip("missing_image", f"image {names[0][:300]!r} not found (tried {tried}); set `image_root`",
+                   watch={"missing": [str(c) for c in candidates]})
 
     def image_value(self, value: Any, record: Record, fallback_names: Sequence[str] = ()) -> dict[str, Any]:
         """An image struct from a data value: ``{bytes, path}`` (the HF Image layout), a path string, or nothing."""
@@ -212,6 +248,13 @@ class DatasetSource:
     def drop(self, reason: str, n: int = 1) -> None:
         """Count candidates left out inside a record that still yields pairs (e.g. tied completions)."""
         self._dropped[reason] += n
+
+    def flag(self, reason: str, detail: str, counted_as: Optional[str] = None) -> None:
+        """Note bad data inside a record (e.g. an empty completion among rated ones): counted like :meth:`drop` (under
+        ``counted_as``, default ``reason``), and an error under ``on_error: fail`` (named by file and row), whether the
+        index is built now or was cached."""
+        self._dropped[counted_as or reason] += 1
+        self._flags.append((reason, detail))
 
     def _clean_prompt(self, text: Any) -> tuple[str, int]:
         if not isinstance(text, str):
@@ -255,7 +298,10 @@ class DatasetSource:
                 pair_id += f":{cand['key']}"
             if cand.get("suffix") not in (None, ""):
                 pair_id += f"#{cand['suffix']}"
-        meta = {"file": self._file_label(record.file), "row": record.row, "n_images": len(images), "image_placeholders": placeholders}
+        meta = {"file": self._file_label(record.file), "row": record.row if record.file_row is None else record.file_row,
+                "n_images": len(images), "image_placeholders": placeholders}
+        if record.line is not None:
+            meta["line"] = record.line
         if images and all(sizes[: len(images)]):
             meta["image_sizes"] = sizes[: len(images)]  # [width, height] from the header: lengths without decoding
         meta.update(cand.get("meta") or {})
@@ -286,20 +332,28 @@ class DatasetSource:
         data, path = im.get("bytes"), im.get("path")
         if not data:
             if not path or not Path(path).is_file():
-                raise Skip("missing_image", f"image file not found: {path}" if path else "the image has no bytes and no path")
+                raise Skip("missing_image", f"image file not found: {path}" if path else "the image has no bytes and no path",
+                           watch={"missing": [path]} if path else None)
         if level == "exists":
             return None
         from PIL import Image, UnidentifiedImageError
 
+        what = f"the image file {path}" if path and not data else f"the embedded image ({len(data)} bytes)"
+        watch = {"bad": [path]} if path and not data else None
+        limit = self.config.max_image_pixels
         try:
             with (Image.open(io.BytesIO(data)) if data else Image.open(path)) as opened:
                 size = [int(opened.width), int(opened.height)]
+                if size[0] * size[1] > limit:
+                    raise Skip("image_too_large", f"{what} is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, over "
+                               f"max_image_pixels {limit:,} (raise it to accept such images)", watch=watch)
                 if level == "decode":
                     opened.load()
                 return size
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            what = f"the image file {path}" if path and not data else f"the embedded image ({len(data)} bytes)"
-            raise Skip("bad_image", f"{what} does not decode: {describe_image_error(exc)}") from None
+        except Image.DecompressionBombError as exc:
+            raise Skip("image_too_large", f"{what} is a decompression bomb: {describe_image_error(exc)}", watch=watch) from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise Skip("bad_image", f"{what} does not decode: {describe_image_error(exc)}", watch=watch) from None
 
     # --------------------------------------------------------------------------- index
     def cache_key(self) -> str:
@@ -309,7 +363,7 @@ class DatasetSource:
             "component": self.name,
             "files": self.file_fingerprints(),
             "image_roots": [str(p) for p in self.image_roots()],
-            "config": self.config.model_dump(mode="json", exclude={"n_pairs", "seed", "on_error", "cache_dir", "path", "hub_id", "revision"}),
+            "config": self.config.model_dump(mode="json", exclude={"n_pairs", "seed", "on_error", "cache_dir", "path", "hub_id", "revision", "reindex"}),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -328,27 +382,74 @@ class DatasetSource:
         return base / f"{self.name}-{self.cache_key()[:20]}"
 
     def store(self, ctx: Optional[Context] = None) -> Store:
-        """The canonical store, indexed on first use (or found in the cache)."""
+        """The canonical store, indexed on first use, or found in the cache when it is still current (see
+        :meth:`stale_reason`; ``reindex: true`` always rebuilds)."""
         if self._store is None:
             log = getattr(ctx, "log", None) or _log_default
             folder = self.cache_folder(ctx)
             info_path = folder / "build.json"
-            if info_path.is_file() and (folder / "pairs.arrow").is_file() and (folder / "images.bin").is_file():
+            cached = info_path.is_file() and (folder / "pairs.arrow").is_file() and (folder / "images.bin").is_file()
+            stale = "reindex is set" if cached and self.config.reindex else self.stale_reason(folder) if cached else None
+            if cached and stale is None:
                 self._build = json.loads(info_path.read_text())
                 self._build["from_cache"] = True
+                log(f"{self.name}: using the cached index {folder} ({self._build.get('pairs_available')} pairs, built from "
+                    f"{self._build.get('records')} records); set \"reindex\": true (or `mmalign data check --reindex`) to rebuild it")
             else:
+                if stale:
+                    log(f"{self.name}: rebuilding the cached index ({stale})")
                 self._build = self._index(folder, ctx, log)
             self._build["cache"] = str(folder)
             if self.config.on_error == "fail" and self._build["errors"]:
                 raise DataError(self._fail_message(self._build["first_error"]))
-            self._store = Store(folder, label=self.name, batch_rows=self._build.get("batch_rows"))
+            self._store = Store(folder, label=self.name, batch_rows=self._build.get("batch_rows"), max_pixels=self.config.max_image_pixels)
         return self._store
 
+    def stale_reason(self, folder: Path) -> Optional[str]:
+        """Why a cached index no longer matches what it read, or ``None``: an image it could not find now exists, or an
+        image it could not decode has changed (size or modification time)."""
+        try:
+            watch = json.loads((folder / WATCH_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        for path in watch.get("missing") or []:
+            if os.path.isfile(path):
+                return f"image {path} was missing when the index was built and exists now"
+        for path, stamp in (watch.get("bad") or {}).items():
+            if _stamp(path) != stamp:
+                return f"image {path} failed when the index was built and has changed since"
+        return None
+
     def _fail_message(self, example: dict[str, Any]) -> str:
+        hint = f" {example['hint']}" if example.get("hint") else ""
         return (
-            f"{self.name}: {example['where']}: {example['reason']}: {example['detail']} "
+            f"{self.name}: {example['where']}: {example['reason']}: {example['detail']}{hint} "
             "(on_error is 'fail'; set \"on_error\": \"skip\" to skip and count such rows, or run `mmalign data check`)"
         )
+
+    def format_hint(self, record: Record) -> Optional[str]:
+        """When a record's fields are those of another loader's published layout: a sentence naming that loader."""
+        from .detect import format_of_fields
+
+        if not isinstance(record.data, dict):
+            return None
+        other = format_of_fields(set(record.data), record.data)
+        if other is None or other == self.name:
+            return None
+        return f"The file looks like the '{other}' layout (fields: {', '.join(sorted(record.data)[:8])}): use \"name\": \"{other}\"."
+
+    def _hints(self, skipped: Counter, n_used: int, n_pairs: int, format_hint: Optional[str]) -> list[str]:
+        """Sentences that say what is probably wrong when most rows were skipped (``n_used``: records that gave pairs)."""
+        hints = []
+        if n_pairs == 0 and format_hint:
+            hints.append(format_hint)
+        missing = skipped.get("missing_image", 0)
+        if missing and missing >= n_used:
+            found, looked = n_used, n_used + missing
+            where = f"image_root {self.config.image_root!r}" if self.config.image_root else "the data folder (image_root is not set)"
+            hints.append(f"{found} of {looked} images found: image_root is probably wrong (images were looked for under {where}). "
+                         f"{self.where_to_place()}")
+        return hints
 
     def _index(self, folder: Path, ctx: Optional[Context], log: Callable[[str], None]) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
@@ -365,14 +466,37 @@ class DatasetSource:
         if progress is not None:
             records = progress(records, desc=f"indexing {self.name}")
         fail = self.config.on_error == "fail"
+        watch: dict[str, Any] = {"missing": [], "bad": {}}
+        n_used = n_flagged = 0
+        format_hint: Optional[str] = None
         try:
             for rec in records:
                 n_records += 1
+                self._flags = []
                 try:
                     rows = self._rows_of(rec)
                 except Skip as skip:
-                    where = f"{self._file_label(rec.file)} row {rec.row}"
+                    skip_of_record: Optional[Skip] = skip
+                else:
+                    skip_of_record = None
+                for reason, detail in self._flags:  # bad data inside a record, whether or not it still gave pairs
+                    example = {"where": f"{self._file_label(rec.file)} {rec.where}", "reason": reason, "detail": detail}
+                    if fail:
+                        raise DataError(self._fail_message(example))
+                    first_error = first_error or example
+                    n_flagged += 1
+                if skip_of_record is not None:
+                    skip = skip_of_record
+                    where = f"{self._file_label(rec.file)} {rec.where}"
                     example = {"where": where, "reason": skip.reason, "detail": skip.detail}
+                    if skip.reason in ("missing_field", "bad_preference") and n_records <= 20:
+                        format_hint = format_hint or self.format_hint(rec)
+                        if format_hint:
+                            example["hint"] = format_hint
+                    if len(watch["missing"]) < MAX_WATCHED:
+                        watch["missing"] += [p for p in skip.watch.get("missing", []) if p][:8]
+                    if len(watch["bad"]) < MAX_WATCHED:
+                        watch["bad"].update({p: _stamp(p) for p in skip.watch.get("bad", []) if p})
                     if skip.reason not in POLICY_REASONS:
                         if fail:
                             raise DataError(self._fail_message(example)) from None
@@ -382,6 +506,7 @@ class DatasetSource:
                     if len(bucket) < MAX_EXAMPLES:
                         bucket.append(example)
                     continue
+                n_used += 1
                 for row in rows:
                     writer.add(row)
         except BaseException:
@@ -391,6 +516,10 @@ class DatasetSource:
         # images first: a reader that finds pairs.arrow and build.json also finds matching image bytes
         os.replace(writer.images_path, folder / "images.bin")
         os.replace(writer.pairs_path, folder / "pairs.arrow")
+        tmp_watch = folder / f"{WATCH_FILE}.tmp-{os.getpid()}"
+        tmp_watch.write_text(json.dumps(watch))
+        os.replace(tmp_watch, folder / WATCH_FILE)
+        hints = self._hints(skipped, n_used, writer.n, format_hint)
         build = {
             "component": self.name,
             "records": n_records,
@@ -398,17 +527,23 @@ class DatasetSource:
             "skipped": dict(sorted(skipped.items())),
             "dropped": dict(sorted(self._dropped.items())),
             "skip_examples": examples,
-            "errors": sum(n for r, n in skipped.items() if r not in POLICY_REASONS),
+            "errors": sum(n for r, n in skipped.items() if r not in POLICY_REASONS) + n_flagged,
             "first_error": first_error,
             "files": self.file_fingerprints(),
             "index_seconds": round(time.perf_counter() - t0, 3),
             "batch_rows": writer.batch_rows,
+            "hints": hints,
         }
         tmp_info = folder / f"build.json.tmp-{os.getpid()}"
         tmp_info.write_text(json.dumps(build, indent=1))
         os.replace(tmp_info, folder / "build.json")
         shown = ", ".join(f"{k} {v}" for k, v in build["skipped"].items()) or "none"
         log(f"{self.name}: indexed {n_records} records into {writer.n} pairs in {build['index_seconds']:.1f}s (skipped: {shown}); cache {folder}")
+        for reason, rows in examples.items():
+            for ex in rows[:3]:
+                log(f"{self.name}:   {reason}: {ex['where']}: {ex['detail'][:300]}")
+        for hint in hints:
+            log(f"{self.name}: {hint}")
         return {**build, "from_cache": False}
 
     def _rows_of(self, rec: Record) -> list[dict[str, Any]]:
@@ -476,7 +611,7 @@ class DatasetSource:
         """What the manifest records: files, counts, skips by reason, the subsample (seed, N) and the cache used."""
         out: dict[str, Any] = {"component": self.name, "fingerprint": self.fingerprint(), "files": self.file_fingerprints()}
         if self._build is not None:
-            for k in ("records", "pairs_available", "skipped", "dropped", "index_seconds", "from_cache", "cache"):
+            for k in ("records", "pairs_available", "skipped", "dropped", "index_seconds", "from_cache", "cache", "hints"):
                 out[k] = self._build.get(k)
         out.update(self._selection)
         out["seed"] = self.config.seed
@@ -505,7 +640,7 @@ class DatasetSource:
                 for span, path in fields:
                     n_images += 1
                     try:
-                        decode_image(store.read_bytes(span) if span is not None else None, path)
+                        decode_image(store.read_bytes(span) if span is not None else None, path, store.max_pixels)
                     except Exception as exc:  # noqa: BLE001
                         failures += 1
                         exc_text = describe_image_error(exc)

@@ -68,6 +68,24 @@ class DatasetConfig(ComponentConfig):
         None,
         description="Where the index (the canonical copy of the data, read row by row) is kept; default: <run cache>/datasets (MMALIGN_CACHE or ~/.cache/mmalign).",
     )
+    reindex: bool = Field(
+        False,
+        description="Rebuild the index even when the cache holds one for these files and settings. Not needed after fixing "
+        "missing or bad images: an index whose skipped images have since appeared or changed is rebuilt by itself.",
+    )
+    max_image_pixels: int = Field(
+        25_000_000,
+        ge=1,
+        le=1_000_000_000,
+        description="Largest image accepted, in pixels (width x height, read from the header). A larger one (or a "
+        "decompression bomb) is a bad row, 'image_too_large': skipped and counted, or an error under on_error 'fail'. "
+        "The default (25 MP, e.g. 5000x5000) bounds the memory one decoded image takes (~75 MB as RGB).",
+    )
+    allow_outside_images: bool = Field(
+        False,
+        description="Allow image paths in the data that leave the image folders: absolute paths, or relative ones that "
+        "climb out with '..'. By default such a path is a bad row ('image_outside_root') and is never opened.",
+    )
 
 
 class PovidConfig(DatasetConfig):
@@ -106,6 +124,13 @@ class VLFeedbackConfig(DatasetConfig):
         "mean",
         description="Score of a completion: the mean of its three GPT-4V ratings, or one aspect's rating. A completion whose "
         "rating does not parse as a number is left out and counted.",
+    )
+    incomplete: Literal["pair-the-rest", "skip-prompt"] = Field(
+        "pair-the-rest",
+        description="A prompt with a completion whose rating does not parse (e.g. 'N/A') or whose answer is empty: "
+        "'pair-the-rest' leaves that completion out and pairs the others (counted under 'left out inside records'); "
+        "'skip-prompt' skips the whole prompt (reason 'incomplete_ratings', listed with file and line). Under on_error "
+        "'fail' an empty answer stops the run either way, as in every loader.",
     )
 
 

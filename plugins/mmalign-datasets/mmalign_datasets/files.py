@@ -33,15 +33,25 @@ class Record:
 
     Attributes:
         file: the file it came from.
-        row: its index across all files of the data set (0-based, in file order).
+        row: its index across all files of the data set (0-based, in file order; pair ids use it).
         data: the parsed record (``None`` when ``error`` is set).
         error: why the record could not be parsed (e.g. a JSONL line that is not JSON).
+        file_row: its index within its own file (0-based): what messages show.
+        line: its line number in a JSONL file (1-based), else ``None``.
     """
 
     file: Path
     row: int
     data: Any = None
     error: Optional[str] = None
+    file_row: Optional[int] = None
+    line: Optional[int] = None
+
+    @property
+    def where(self) -> str:
+        """``row N`` of its own file, with the line number for JSON lines (without the file name)."""
+        n = self.row if self.file_row is None else self.file_row
+        return f"row {n}" + (f" (line {self.line})" if self.line is not None else "")
 
 
 # --------------------------------------------------------------------------- discovery
@@ -154,13 +164,18 @@ def files_fingerprint(files: Sequence[Path], root: Path) -> list[dict[str, Any]]
 
 # ------------------------------------------------------------------------------ readers
 def iter_records(files: Sequence[Path]) -> Iterator[Record]:
-    """Every record of ``files`` in order, with its global row index."""
+    """Every record of ``files`` in order, with its global row index, its row in its own file and (JSONL) its line."""
     row = 0
     for f in files:
         kind = file_kind(f)
-        reader = {"parquet": _iter_parquet, "arrow": _iter_arrow, "jsonl": _iter_jsonl, "json": _iter_json}[kind]
-        for data, error in reader(f):
-            yield Record(f, row, data, error)
+        if kind == "jsonl":
+            for file_row, (data, error, line) in enumerate(_iter_jsonl_lines(f)):
+                yield Record(f, row, data, error, file_row, line)
+                row += 1
+            continue
+        reader = {"parquet": _iter_parquet, "arrow": _iter_arrow, "json": _iter_json}[kind]
+        for file_row, (data, error) in enumerate(reader(f)):
+            yield Record(f, row, data, error, file_row)
             row += 1
 
 
@@ -209,16 +224,21 @@ def _iter_arrow(path: Path) -> Iterator[tuple[Any, Optional[str]]]:
                 yield row, None
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[Any, Optional[str]]]:
+def _iter_jsonl_lines(path: Path) -> Iterator[tuple[Any, Optional[str], int]]:
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             line = raw.strip()
             if not line:
                 continue
             try:
-                yield json.loads(line), None
+                yield json.loads(line), None, lineno
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                yield None, f"line {lineno} is not valid JSON: {exc}"
+                yield None, f"line {lineno} is not valid JSON: {exc}", lineno
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[Any, Optional[str]]]:
+    for data, error, _line in _iter_jsonl_lines(path):
+        yield data, error
 
 
 def _iter_json(path: Path) -> Iterator[tuple[Any, Optional[str]]]:

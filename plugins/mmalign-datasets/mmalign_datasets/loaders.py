@@ -279,23 +279,27 @@ class VLFeedbackSource(DatasetSource):
         completions = completion_list(d.get("completions"))
         rated: list[tuple[float, int, str, Any]] = []
         unrated = empty = 0
+        problems: list[str] = []
         for i, c in enumerate(completions):
             response = c.get("response")
             if not isinstance(response, str) or not response.strip():
+                self.flag("empty_response", f"completion {i} ({c.get('model')}) has an empty response", counted_as="empty_completions")
                 empty += 1
+                problems.append(f"completion {i} ({c.get('model')}) is empty")
                 continue
             score = self._score(c)
             if score is None:
                 unrated += 1
+                problems.append(f"completion {i} ({c.get('model')}) has a rating that is not a number")
                 continue
             rated.append((score, i, response, c.get("model")))
+        if problems and self.config.incomplete == "skip-prompt":
+            raise Skip("incomplete_ratings", "; ".join(problems) + " (incomplete: skip-prompt)")
         if len(rated) < 2:
             reason = "unparsable_rating" if unrated else "empty_response" if empty else "too_few_completions"
             raise Skip(reason, f"{len(rated)} usable completion(s) of {len(completions)} ({unrated} unrated, {empty} empty)")
         if unrated:
             self.drop("unrated_completions", unrated)
-        if empty:
-            self.drop("empty_completions", empty)
         names = [d["img_path"]] if isinstance(d.get("img_path"), str) else []
         if raw_id:
             names += [f"merged_images/{raw_id}.jpg", f"{raw_id}.jpg"]
@@ -350,10 +354,11 @@ class LlavaRlhfSource(DatasetSource):
     name = "llava-rlhf"
     layout = (
         "llava_7b_v1_preference.json from zhiqings/LLaVA-Human-Preference-10K as `path`, and COCO train2017 images in "
-        "`image_root` (the `image` field is a file name)."
+        "`image_root` (the `image` field is a file name; without `image_root`, train2017/ beside the data file is tried)."
     )
     hub_patterns = ["*.json"]
     preferred_files = ("llava_7b_v1_preference.json",)
+    default_image_dirs = ("train2017", "coco/train2017", "images/train2017")
 
     def __init__(self, config: LlavaRlhfConfig):
         super().__init__(config)

@@ -34,7 +34,7 @@ from mmalign_core.types import ImageRef, PreferencePair
 from .errors import DataError
 
 #: Version of the canonical store layout; part of every cache key and fingerprint.
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: meta rows count within their own file (and JSONL lines); image size limit
 _BATCH_ROWS = 64
 _BATCH_BYTES = 4 << 20
 
@@ -156,14 +156,17 @@ class StoreWriter:
 class Store:
     """A store opened for reading: batches and image bytes are read on demand (no memory map)."""
 
-    def __init__(self, folder: Path, label: str = "", batch_rows: Optional[Sequence[int]] = None):
+    def __init__(self, folder: Path, label: str = "", batch_rows: Optional[Sequence[int]] = None, max_pixels: Optional[int] = None):
+        #: Largest image decoded (width x height); a larger one fails with a message instead of taking the memory.
+        self.max_pixels = max_pixels
         self._open(folder, label, batch_rows)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles as its folder (data-loader workers reopen the files)."""
-        return {"folder": self.folder, "label": self.label, "batch_rows": self._batch_rows}
+        return {"folder": self.folder, "label": self.label, "batch_rows": self._batch_rows, "max_pixels": self.max_pixels}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        self.max_pixels = state.get("max_pixels")
         self._open(state["folder"], state["label"], state.get("batch_rows"))
 
     def _open(self, folder: Path, label: str, batch_rows: Optional[Sequence[int]] = None) -> None:
@@ -295,7 +298,7 @@ class LazyImage:
         data: Optional[bytes] = None
         try:
             data, path = self.raw()
-            return decode_image(data, path)
+            return decode_image(data, path, self.store.max_pixels)
         except Exception as exc:  # noqa: BLE001 - any decoder failure: name the row
             what = f"image {self.j + 1} of pair {self.pair_id!r}"
             if self.origin:
@@ -309,17 +312,24 @@ class LazyImage:
             ) from exc
 
 
-def decode_image(data: Optional[bytes], path: Optional[str]) -> Any:
-    """Decode encoded bytes, or else the file at ``path``, to an RGB PIL image."""
+class ImageTooLarge(ValueError):
+    """An image whose header declares more pixels than the limit (it is not decoded)."""
+
+
+def decode_image(data: Optional[bytes], path: Optional[str], max_pixels: Optional[int] = None) -> Any:
+    """Decode encoded bytes, or else the file at ``path``, to an RGB PIL image.
+
+    Raises:
+        ImageTooLarge: the header declares more than ``max_pixels`` pixels (checked before decoding).
+    """
     from PIL import Image
 
-    if data:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.convert("RGB")
-    if path:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    raise ValueError("the image has neither bytes nor a path")
+    if not data and not path:
+        raise ValueError("the image has neither bytes nor a path")
+    with (Image.open(io.BytesIO(data)) if data else Image.open(path)) as im:
+        if max_pixels is not None and im.width * im.height > max_pixels:
+            raise ImageTooLarge(f"{im.width}x{im.height} = {im.width * im.height:,} pixels, over max_image_pixels {max_pixels:,}")
+        return im.convert("RGB")
 
 
 def image_raw(ref: ImageRef) -> tuple[Optional[bytes], Optional[str]]:
