@@ -33,6 +33,7 @@ from ..types import PreferencePair, SFTExample
 from .heap import steady_heap
 from .io import atomic_write_json, read_jsonl
 from .guard import NamedCall, NamedComponent
+from .lengths import drop_over_long_text
 from .lock import LOCK_NAME, RunDirError, RunLock, holds_run
 from .lock import probe as probe_lock
 from .report import write_report
@@ -370,8 +371,11 @@ class Run:
         if hasattr(model, "filter_too_long"):
             # Samples whose image tokens would not fit are dropped whole (or fail, per the model's config).
             examples, dropped = model.filter_too_long(examples)
-            if dropped:
-                self.log(f"stage {i} '{name}': dropped {len(dropped)} samples longer than the model's max_length: {dropped[:5]}")
+        else:
+            # No filter of its own: drop what cannot fit by its text alone (it would fail mid-training).
+            examples, dropped = drop_over_long_text(model, examples)
+        if dropped:
+            self.log(f"stage {i} '{name}': dropped {len(dropped)} samples longer than the model's max_length: {dropped[:5]}")
         fingerprint = source.fingerprint() if hasattr(source, "fingerprint") else None
         budget = getattr(model, "max_length", None)
         data_info = {

@@ -154,6 +154,7 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mmalign_core.cli", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_run_spec_refuses_resume_and_overwrite_of_a_live_run(tmp_path: Path, mmalign_cache: Path) -> None:
     pytest.importorskip("torch")
     from mmalign_core.manager import get_plugins
@@ -222,6 +223,7 @@ class Plugin:
 '''
 
 
+@pytest.mark.slow
 def test_a_failing_loss_is_named_and_its_stage_marked_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mmalign_cache: Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("mmalign_tiny")
