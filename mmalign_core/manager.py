@@ -258,15 +258,21 @@ class Plugins:
             else:
                 yield impl.plugin_name, result, None
 
-    def check_run(self, spec: Any, resolved: Mapping[str, ComponentEntry]) -> list[Problem]:
-        """Problems every plugin's ``mmalign_check_run`` reports for a validated spec.
+    def check_run(self, spec: Any, resolved: Mapping[str, Any], *, complete: bool = True) -> list[Problem]:
+        """Problems every plugin's ``mmalign_check_run`` reports for a validated envelope.
 
-        A hook may return strings (run-wide errors) or :class:`~mmalign_core.errors.Problem`
-        objects. A hook that raises, or returns something else, becomes a warning
-        naming the plugin -- a faulty check must not block every run.
+        ``resolved`` maps JSON paths to :class:`~mmalign_core.spec.ResolvedComponent` (nested
+        components included). A hook may return strings (run-wide errors) or
+        :class:`~mmalign_core.errors.Problem` objects. A hook that raises, or returns something else,
+        becomes a warning naming the plugin -- a faulty check must not block every run -- except
+        when some component did not resolve (``complete=False``): a check may then fail for want of
+        it, and the missing component is already reported.
         """
         problems: list[Problem] = []
         for plugin, result, exc in self._call_each("mmalign_check_run", spec=spec, resolved=dict(resolved)):
+            if exc is not None and not complete:
+                logger.debug("run check of plugin %s failed on an incomplete spec: %s", plugin, _describe(exc))
+                continue
             if exc is not None:
                 logger.warning("run check of plugin %s failed: %s", plugin, _describe(exc))
                 message = f"the run check of this plugin failed: {_describe(exc)}"

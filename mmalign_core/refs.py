@@ -26,9 +26,14 @@ import difflib
 from typing import Any, ClassVar, Optional
 
 from pydantic import Field, ValidationError, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
 
 from .config import ComponentConfig
 
+
+#: The pydantic error type of a nested component whose own config is invalid; its ``ctx["problems"]`` lists
+#: ``(location from the reference, message, plugin that owns the field)`` with the full location of each.
+NESTED_ERROR = "nested_component_config"
 
 #: Validation context key: ``False`` validates a config without resolving the components it names.
 RESOLVE_KEY = "resolve_components"
@@ -42,6 +47,47 @@ def plugins_for(info: Optional[ValidationInfo]) -> Any:
     from .manager import get_plugins
 
     return get_plugins()
+
+
+def field_message(err: Any, config: Any) -> str:
+    """One pydantic error as a message (unknown keys get a did-you-mean and the allowed fields)."""
+    if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+        close = difflib.get_close_matches(str(err["loc"][0]), list(config.model_fields), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return f"unknown field {err['loc'][-1]!r}.{hint} Allowed fields: {', '.join(config.model_fields)}."
+    if err["type"] == "missing":
+        return "required field is missing"
+    msg = str(err["msg"])
+    return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
+
+
+def _summary_line(err: Any, config: Any) -> str:
+    """One error of a nested config, for the one-line message (the spec's report uses the full paths instead)."""
+    where = ".".join(str(p) for p in err["loc"]) or "(config)"
+    message = err["msg"]
+    if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+        close = difflib.get_close_matches(str(err["loc"][0]), list(config.model_fields), n=1)
+        message = f"unknown field{f'; did you mean {close[0]!r}?' if close else ''}"
+        message += f" (allowed: {', '.join(config.model_fields)})"
+    return f"config.{where}: {message}"
+
+
+def nested_problems(exc: ValidationError, entry: Any) -> list[tuple[tuple[Any, ...], str, str]]:
+    """The problems of ``entry``'s config as ``(location from the reference, message, owning plugin)``.
+
+    Locations start at the reference (``("config", "hiden_size")``); a component nested deeper keeps its
+    own problems, prefixed with where it sits, so a typo two levels down is reported at its field and
+    blamed on the plugin whose config has the field.
+    """
+    found: list[tuple[tuple[Any, ...], str, str]] = []
+    for err in exc.errors(include_url=False):
+        loc = ("config", *err["loc"])
+        ctx = err.get("ctx") or {}
+        if err["type"] == NESTED_ERROR and isinstance(ctx.get("problems"), list):
+            found += [((*loc, *inner), message, plugin) for inner, message, plugin in ctx["problems"]]
+        else:
+            found.append((loc, field_message(err, entry.config), entry.plugin))
+    return found
 
 
 def _indent(text: str) -> str:
@@ -112,16 +158,13 @@ class NestedComponent(ComponentConfig):
         try:
             validated = entry.config.model_validate(config, context=info.context)
         except ValidationError as exc:
-            lines = []
-            for err in exc.errors(include_url=False):
-                where = ".".join(str(p) for p in err["loc"]) or "(config)"
-                message = err["msg"]
-                if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
-                    close = difflib.get_close_matches(str(err["loc"][0]), list(entry.config.model_fields), n=1)
-                    message = f"unknown field{f'; did you mean {close[0]!r}?' if close else ''}"
-                    message += f" (allowed: {', '.join(entry.config.model_fields)})"
-                lines.append(f"config.{where}: {message}")
-            raise ValueError(f"invalid config for {cls.label()} {entry.qualified_name!r}: " + "; ".join(lines)) from None
+            problems = nested_problems(exc, entry)
+            summary = "; ".join(_summary_line(err, entry.config) for err in exc.errors(include_url=False))
+            raise PydanticCustomError(
+                NESTED_ERROR,
+                "invalid config for {label} '{component}': {summary}",
+                {"label": cls.label(), "component": entry.qualified_name, "summary": summary, "problems": problems},
+            ) from None
         return {**data, "name": entry.qualified_name, "config": validated.model_dump(mode="json")}
 
     def entry(self, plugins: Any = None) -> Any:
@@ -135,4 +178,4 @@ class NestedComponent(ComponentConfig):
         return self.entry(plugins).build(self.config)
 
 
-__all__ = ["NestedComponent", "plugins_for"]
+__all__ = ["NESTED_ERROR", "NestedComponent", "nested_problems", "plugins_for"]

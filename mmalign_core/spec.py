@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from .entries import KIND_LABELS, ComponentEntry
 from .errors import Problem, ResolveError, SpecLoadError, SpecValidationError
+from .refs import NESTED_ERROR
 from .registry import with_article
 from .spec_models import AlignStage, ComponentRef, RunSpec, SFTStage
 
@@ -247,6 +248,16 @@ def _validation_problems(
     seen: set[tuple[str, str]] = set()
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
+        ctx = err.get("ctx") or {}
+        if err["type"] == NESTED_ERROR and isinstance(ctx.get("problems"), list):
+            # A component named inside this config: each of its problems at its own field, owned by its plugin.
+            base = (*prefix, *_display_loc(loc, raw))
+            for inner, message, owner in ctx["problems"]:
+                path = format_path((*base, *inner))
+                if (path, message) not in seen:
+                    seen.add((path, message))
+                    problems.append(Problem(path, message, plugin=owner or None))
+            continue
         path = format_path((*prefix, *_display_loc(loc, raw)))
         message = _message(err, model)
         if (path, message) not in seen:
@@ -277,6 +288,22 @@ class ResolvedComponent:
     def __iter__(self) -> Iterator[Any]:
         """Unpacks as ``entry, config = component``."""
         return iter((self.entry, self.config))
+
+    def __getattr__(self, name: str) -> Any:
+        # Run checks written when ``resolved`` mapped paths to entries (``resolved[p].name``) keep working.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.entry, name)
+
+    @property
+    def stage(self) -> Optional[int]:
+        """The index of the stage this component belongs to (``None`` for the model)."""
+        return self.loc[1] if len(self.loc) > 1 and self.loc[0] == "stages" and isinstance(self.loc[1], int) else None
+
+    @property
+    def nested(self) -> bool:
+        """Whether it is named inside another component's config (``stages[1].data.config.base``)."""
+        return "config" in self.loc
 
     def build(self) -> Any:
         """Import the factory and build the component (this may import torch)."""
@@ -436,6 +463,37 @@ def _resolve_ref(ref: _Ref, plugins: "Plugins") -> tuple[Optional[ResolvedCompon
     return ResolvedComponent(ref.path, ref.loc, ref.kind, entry, config), []
 
 
+def _nested_components(parents: Iterable[ResolvedComponent], plugins: "Plugins") -> dict[str, ResolvedComponent]:
+    """Components named inside validated configs (:class:`~mmalign_core.refs.NestedComponent` fields), at any depth."""
+    from .refs import NestedComponent
+
+    found: dict[str, ResolvedComponent] = {}
+
+    def walk(value: Any, loc: tuple[Any, ...]) -> None:
+        if isinstance(value, NestedComponent):
+            try:
+                entry = plugins.resolve(value.kind, value.name)
+                config = entry.config.model_validate(value.config, context={"plugins": plugins})
+            except (ResolveError, ValidationError, LookupError):
+                return  # already reported where the reference was validated
+            comp = ResolvedComponent(format_path(loc), loc, value.kind, entry, config)
+            found[comp.path] = comp
+            walk(config, (*loc, "config"))
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name), (*loc, name))
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, (*loc, i))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*loc, key))
+
+    for parent in parents:
+        walk(parent.config, (*parent.loc, "config"))
+    return found
+
+
 def _describe_entry(entry: ComponentEntry) -> str:
     return f"{KIND_LABELS[entry.kind]} {entry.name!r}"
 
@@ -547,8 +605,11 @@ def check_spec(
         else:
             unresolved = True
     problems += _capability_problems(refs, found)
-    if spec is not None and not unresolved:
-        problems += plugins.check_run(spec, {p: c.entry for p, c in found.items()})
+    if spec is not None:
+        # Every problem at once: the cross-component checks run even when some component failed (they see
+        # the components that resolved, nested ones included, each with its validated config and JSON path).
+        everything = {**found, **_nested_components(found.values(), plugins)}
+        problems += plugins.check_run(spec, everything, complete=not unresolved)
     problems.sort(key=_document_order)
     errors = [p for p in problems if p.severity == "error"]
     if errors or spec is None:

@@ -139,3 +139,60 @@ def test_every_official_default_passes_its_own_validation(installed: Any) -> Non
     assert not installed.broken(), [(i.name, i.error) for i in installed.broken()]
     for entry in installed.entries():
         assert default_problems(entry.config) == [], entry.qualified_name
+
+
+# ------------------------------------------------------------------ nested errors and run checks
+from typing import ClassVar  # noqa: E402
+
+from mmalign_core import ModelEntry, NestedComponent  # noqa: E402
+
+
+class _ModelRef(NestedComponent):
+    """The wrapped model."""
+
+    kind: ClassVar[str] = "model"
+
+
+class _WrapConfig(ComponentConfig):
+    """A model wrapper's settings."""
+
+    base: _ModelRef = Field(default_factory=lambda: {"name": "tiny:tiny-llava"}, validate_default=True, description="Wrapped.")
+    scale: float = Field(1.0, gt=0, description="A factor.")
+
+
+class Wrapper:
+    seen: dict[str, Any] = {}
+
+    @hookimpl
+    def mmalign_models(self) -> list:
+        return [ModelEntry(name="wrapped", summary="A wrapper.", config=_WrapConfig, factory="x.y:z")]
+
+    @hookimpl
+    def mmalign_check_run(self, spec: Any, resolved: Any) -> list:
+        Wrapper.seen = dict(resolved)
+        return ["a cross-stage problem this plugin always reports"]
+
+
+def _wrapped_spec(base_config: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "n", "model": {"name": "wrapped", "config": {"base": {"name": "tiny-llava", "config": base_config}}},
+            "stages": [{"type": "align", "data": {"name": "shapes-pairs", "config": {"n_pairs": 8}}, "train": {"steps": 1}}]}
+
+
+def test_a_nested_error_is_reported_at_its_field_and_blamed_on_its_owner() -> None:
+    plugins = load_plugins(extra=[("wrap", Wrapper())])
+    _, problems = check_spec(_wrapped_spec({"hiden_size": 32}), plugins)
+    typo = next(p for p in problems if "hiden_size" in p.path)
+    assert typo.path == "model.config.base.config.hiden_size" and typo.plugin == "tiny"
+    assert "Did you mean 'hidden_size'?" in typo.message
+    # ... and the run checks still ran: every problem at once.
+    assert any(p.message == "a cross-stage problem this plugin always reports" for p in problems)
+
+
+def test_run_checks_see_nested_components_with_validated_configs_and_paths() -> None:
+    plugins = load_plugins(extra=[("wrap", Wrapper())])
+    check_spec(_wrapped_spec({"hidden_size": 32}), plugins)
+    nested = Wrapper.seen["model.config.base"]
+    assert nested.entry.qualified_name == "tiny:tiny-llava" and nested.nested
+    assert nested.config.hidden_size == 32 and nested.config.num_layers == 2  # validated, defaults filled in
+    assert Wrapper.seen["stages[0].data"].stage == 0 and Wrapper.seen["model"].stage is None
+    assert Wrapper.seen["stages[0].data"].name == "shapes-pairs"  # the old entry-style access still works
