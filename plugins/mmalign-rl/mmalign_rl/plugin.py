@@ -91,11 +91,12 @@ def mmalign_check_run(spec: Any, resolved: Mapping[str, Any]) -> list:
             elif not data.capabilities & {"pairs", "sft"}:
                 problems.append(Problem(f"stages[{i}].data", f"source {data.name!r} gives neither pairs nor SFT examples", plugin=PLUGIN_NAME))
         reward = found.get("reward")
-        if reward is not None and reward.name == "shapes-oracle" and "world" in stage.data.config:
+        shapes_data = data is not None and data.plugin == "shapes"
+        if reward is not None and reward.name == "shapes-oracle" and shapes_data:
             from .config import ShapesOracleRewardConfig
 
             mine = ShapesOracleRewardConfig.model_validate(stage.reward.config).world
-            theirs = ShapesOracleRewardConfig.model_validate({"world": stage.data.config["world"]}).world
+            theirs = ShapesOracleRewardConfig.model_validate({"world": stage.data.config.get("world", {})}).world
             if mine != theirs:
                 problems.append(Problem(f"stages[{i}].reward.config.world", "the shapes-oracle's world differs from the prompts' world; "
                                         "give both the same 'world' block (image ids carry the world's hash)", plugin=PLUGIN_NAME))
