@@ -70,13 +70,20 @@ class ComponentEntry:
             obj = getattr(obj, part)
         return obj
 
-    def build(self, config: BaseModel | dict | None = None) -> Any:
-        """Validate ``config`` (a dict or config instance) and call the factory."""
+    def build(self, config: BaseModel | dict | None = None, context: Any = None) -> Any:
+        """Validate ``config`` (a dict or config instance) and call the factory.
+
+        ``context`` (a :class:`~mmalign_core.build.BuildContext`) is passed to a factory that declares a
+        ``context`` parameter; a dict config is validated with its manager, so nested names resolve there.
+        """
+        from .build import call_factory
+
+        validation = {"plugins": context.plugins} if context is not None else None
         if config is None:
-            config = self.config()
+            config = self.config.model_validate({}, context=validation)
         elif isinstance(config, dict):
-            config = self.config.model_validate(config)
-        return self.load_factory()(config)
+            config = self.config.model_validate(config, context=validation)
+        return call_factory(self.load_factory(), config, context)
 
     @property
     def qualified_name(self) -> str:

@@ -173,8 +173,11 @@ class NestedComponent(ComponentConfig):
 
         return (plugins or get_plugins()).resolve(self.kind, self.name)
 
-    def build(self, plugins: Any = None) -> Any:
-        """Build the referenced component from its (validated) config."""
+    def build(self, plugins: Any = None, context: Any = None) -> Any:
+        """Build the referenced component from its (validated) config; with a
+        :class:`~mmalign_core.build.BuildContext`, through the manager that validated the spec."""
+        if context is not None:
+            return context.build(self.kind, self.name, self.config)
         return self.entry(plugins).build(self.config)
 
 

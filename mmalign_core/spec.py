@@ -305,9 +305,10 @@ class ResolvedComponent:
         """Whether it is named inside another component's config (``stages[1].data.config.base``)."""
         return "config" in self.loc
 
-    def build(self) -> Any:
-        """Import the factory and build the component (this may import torch)."""
-        return self.entry.build(self.config)
+    def build(self, context: Any = None) -> Any:
+        """Import the factory and build the component (this may import torch); ``context`` is a
+        :class:`~mmalign_core.build.BuildContext` for factories that take one."""
+        return self.entry.build(self.config, context=context)
 
     def as_json(self) -> dict[str, Any]:
         """``{"name": "plugin:name", "config": {...}}`` with every default written out."""

@@ -181,10 +181,17 @@ class Run:
     def stage_dir(self, i: int, name: str) -> Path:
         return self.run_dir / "stages" / f"{i}-{name}"
 
+    def build_context(self) -> Any:
+        """What factories that take a ``context`` receive: this run's manager, seed, device and folder."""
+        from ..build import BuildContext
+
+        device = self.manifest.get("device") if isinstance(getattr(self, "manifest", None), dict) else None
+        return BuildContext(plugins=self.plugins, seed=self.validated.spec.seed, device=device, run_dir=self.run_dir)
+
     def build(self, path: str) -> tuple[Any, Any]:
         entry, config = self.validated.component(path)
         try:
-            obj = entry.build(config)
+            obj = entry.build(config, context=self.build_context())
         except Exception as exc:  # a component's own failure: name it
             raise RunError(f"{path}: building {entry.kind} '{entry.qualified_name}' failed: {type(exc).__name__}: {exc}") from exc
         return entry, obj

@@ -196,3 +196,47 @@ def test_run_checks_see_nested_components_with_validated_configs_and_paths() -> 
     assert nested.config.hidden_size == 32 and nested.config.num_layers == 2  # validated, defaults filled in
     assert Wrapper.seen["stages[0].data"].stage == 0 and Wrapper.seen["model"].stage is None
     assert Wrapper.seen["stages[0].data"].name == "shapes-pairs"  # the old entry-style access still works
+
+
+# ------------------------------------------------------------------ build context
+def _old_factory(config: Any) -> Any:
+    return ("old", config)
+
+
+def _new_factory(config: Any, context: Any = None) -> Any:
+    return ("new", config, context)
+
+
+def test_factories_get_the_build_context_and_the_old_form_still_works() -> None:
+    from mmalign_core.build import BuildContext
+
+    here = __name__
+    old = LossEntry(name="old", summary="Old form.", config=_BetaConfig, factory=f"{here}:_old_factory")
+    new = LossEntry(name="new", summary="New form.", config=_BetaConfig, factory=f"{here}:_new_factory")
+    plugins = create_plugins()
+    ctx = BuildContext(plugins=plugins, seed=5, device="cpu", run_dir=Path("/tmp/run"))
+    assert old.build({"beta": 0.2}, context=ctx)[0] == "old"
+    kind, config, got = new.build({"beta": 0.2}, context=ctx)
+    assert kind == "new" and config.beta == 0.2 and got is ctx and got.plugins is plugins and got.seed == 5
+
+
+def test_a_weighted_sum_builds_its_terms_with_the_validating_manager() -> None:
+    """The term loss exists only in an isolated manager: building through the process-wide one would fail."""
+    from mmalign_core.build import BuildContext
+    from mmalign_losses import plugin as losses_plugin
+
+    class Term:
+        def __init__(self, config: Any) -> None:
+            self.config = config
+
+    class Isolated:
+        @hookimpl
+        def mmalign_losses(self) -> list:
+            return [LossEntry(name="only-here", summary="A term.", config=_BetaConfig, factory=f"{__name__}:_Term")]
+
+    globals()["_Term"] = Term
+    plugins = create_plugins(("losses", losses_plugin), ("iso", Isolated()))
+    entry = plugins.resolve("loss", "weighted-sum")
+    config = entry.config.model_validate({"terms": [{"loss": {"name": "only-here"}, "weight": 1.0}]}, context={"plugins": plugins})
+    built = entry.build(config, context=BuildContext(plugins=plugins))
+    assert isinstance(built.terms[0], Term)

@@ -58,8 +58,8 @@ def _noised(images: Sequence[ImageRef], cfg: Any, rng: np.random.Generator) -> l
 
 def _logits(model: Any, prompts: Sequence[str], images: Sequence[Sequence[ImageRef]], answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits predicting each next token, the targets (the chosen tokens) and the answer-position mask, ``[B, T-1]``."""
-    enc = model._encode(list(prompts), [list(i) for i in images], list(answers))
-    inputs = model._to_device(enc.inputs)
+    enc = model.encode(list(prompts), [list(i) for i in images], list(answers))
+    inputs = model.inputs_to_device(enc.inputs)
     forward = getattr(model, "forward_module", None) or model.model
     logits = forward(**inputs, use_cache=False).logits[:, :-1, :].float()
     targets = inputs["input_ids"][:, 1:]
@@ -150,9 +150,9 @@ class POVIDDistortionSource:
         return out
 
 
-def make_source(config: POVIDDistortionConfig) -> POVIDDistortionSource:
-    """Factory of ``povid-distortion``."""
-    return POVIDDistortionSource(config)
+def make_source(config: POVIDDistortionConfig, context: Any = None) -> POVIDDistortionSource:
+    """Factory of ``povid-distortion``: its base source comes from the manager that validated the spec."""
+    return POVIDDistortionSource(config, context.plugins if context is not None else None)
 
 
 class POVIDLoss:

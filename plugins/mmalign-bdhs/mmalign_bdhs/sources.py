@@ -474,11 +474,11 @@ class BDHSOnlineSource:
         return out, stats
 
 
-def make_offline(config: BDHSOfflineConfig) -> BDHSOfflineSource:
-    """Factory of ``bdhs``."""
-    return BDHSOfflineSource(config)
+def make_offline(config: BDHSOfflineConfig, context: Any = None) -> BDHSOfflineSource:
+    """Factory of ``bdhs``: the base source and embedder come from the manager that validated the spec."""
+    return BDHSOfflineSource(config, context.plugins if context is not None else None)
 
 
-def make_online(config: BDHSOnlineConfig) -> BDHSOnlineSource:
-    """Factory of ``bdhs-online``."""
-    return BDHSOnlineSource(config)
+def make_online(config: BDHSOnlineConfig, context: Any = None) -> BDHSOnlineSource:
+    """Factory of ``bdhs-online``: the base source and embedder come from the manager that validated the spec."""
+    return BDHSOnlineSource(config, context.plugins if context is not None else None)

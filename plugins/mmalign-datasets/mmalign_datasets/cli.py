@@ -81,8 +81,11 @@ def _is_spec(path: Path) -> bool:
 
 
 def _build(entry: Any, config: Any, label: str) -> Any:
+    from mmalign_core.build import BuildContext
+    from mmalign_core.manager import get_plugins
+
     try:
-        return entry.build(config)
+        return entry.build(config, context=BuildContext(plugins=get_plugins()))
     except MmalignError:
         raise
     except Exception as exc:  # noqa: BLE001 - a component's own failure: name it

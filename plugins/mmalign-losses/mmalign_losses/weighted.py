@@ -15,7 +15,9 @@ class WeightedSumLoss:
     ``<label>/<metric>`` (``<label>/loss`` is the term's unweighted loss).
     """
 
-    def __init__(self, config: WeightedSumConfig, plugins: Optional[Any] = None):
+    def __init__(self, config: WeightedSumConfig, plugins: Optional[Any] = None, context: Optional[Any] = None):
+        if plugins is None and context is not None:
+            plugins = context.plugins  # the manager that validated the spec
         if plugins is None:
             from mmalign_core.manager import get_plugins
 
