@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-KINDS: tuple[str, ...] = ("model", "preference_source", "loss", "evaluator", "judge", "embedder", "reward", "rl_algorithm")
+KINDS: tuple[str, ...] = ("model", "preference_source", "loss", "evaluator", "judge", "embedder", "reward", "rl_algorithm", "tracker")
 
 KIND_LABELS = {
     "model": "model",
@@ -21,6 +21,7 @@ KIND_LABELS = {
     "evaluator": "evaluator",
     "judge": "judge",
     "embedder": "sentence embedder",
+    "tracker": "tracker",
     "reward": "reward",
     "rl_algorithm": "RL algorithm",
 }
@@ -138,6 +139,20 @@ class EmbedderEntry(ComponentEntry):
 
 
 @dataclass(frozen=True)
+class TrackerEntry(ComponentEntry):
+    """An experiment tracker (TensorBoard, Weights & Biases, MLflow, ...): ``factory(config)`` returns an
+    object satisfying :class:`mmalign_core.protocols.Tracker`; a run spec lists trackers under ``trackers``.
+
+    ``library`` is the module the tracker needs (checked with ``importlib.util.find_spec`` during
+    validation, never imported there) and ``install`` the command that installs it, shown when it is missing.
+    """
+
+    kind: ClassVar[str] = "tracker"
+    library: str = ""
+    install: str = ""
+
+
+@dataclass(frozen=True)
 class RewardEntry(ComponentEntry):
     """A reward for RL stages: ``factory(config)`` returns an object satisfying
     :class:`mmalign_core.protocols.Reward` (scalars for (prompt, images, response) batches, ``describe()``)."""
@@ -158,7 +173,8 @@ class RLAlgorithmEntry(ComponentEntry):
 
 ENTRY_TYPES: dict[str, type[ComponentEntry]] = {
     cls.kind: cls
-    for cls in (ModelEntry, SourceEntry, LossEntry, EvaluatorEntry, JudgeEntry, EmbedderEntry, RewardEntry, RLAlgorithmEntry)
+    for cls in (ModelEntry, SourceEntry, LossEntry, EvaluatorEntry, JudgeEntry, EmbedderEntry, RewardEntry, RLAlgorithmEntry,
+                TrackerEntry)
 }
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from .errors import MmalignError
+from .tracking import stage_offsets
 
 INSTALL_HINT = "pip install 'mmalign[report]' (or: pip install matplotlib)"
 
@@ -94,16 +95,19 @@ def _grid(n: int, per_row: int) -> tuple[int, int]:
 
 
 def draw_panels(panels: Sequence[Panel], title: str, path: Path, *, xlabel: str, markers: bool = False,
-                boundaries: Sequence[tuple[float, str]] = ()) -> Path:
+                boundaries: Sequence[tuple[float, str]] = (),
+                xticks: Optional[tuple[Sequence[float], Sequence[str]]] = None) -> Path:
     """Line panels (one per metric) in a grid, one legend per panel; writes a PNG and returns its path.
 
-    ``boundaries`` are ``(x, stage name)`` marks drawn as dotted vertical lines.
+    ``boundaries`` are ``(x, stage name)`` marks drawn as dotted vertical lines; ``xticks`` fixed
+    ``(positions, labels)`` for the x axis (default: integer steps).
     """
     Figure = require_matplotlib()
     from matplotlib.ticker import MaxNLocator
 
-    rows, cols = _grid(len(panels), 3)
-    fig = Figure(figsize=(4.6 * cols, 3.3 * rows + 0.4), layout="constrained", dpi=100)
+    rows, cols = _grid(len(panels), 2 if xticks is not None else 3)
+    width = 6.4 if xticks is not None else 4.6  # room for a legend beside each panel
+    fig = Figure(figsize=(width * cols, 3.3 * rows + 0.4), layout="constrained", dpi=100)
     fig.suptitle(title, fontsize=13)
     axes = fig.subplots(rows, cols, squeeze=False)
     for k, ax in enumerate(axes.flat):
@@ -125,8 +129,15 @@ def draw_panels(panels: Sequence[Panel], title: str, path: Path, *, xlabel: str,
         ax.set_ylabel(panel.ylabel)
         ax.grid(True, alpha=0.3)
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useOffset=False)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if any(s.xs for s in panel.series):
+        if xticks is not None:
+            ax.set_xticks(list(xticks[0]), list(xticks[1]), fontsize=8)
+            if len(xticks[0]) == 1:
+                ax.set_xlim(xticks[0][0] - 1, xticks[0][0] + 1)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if any(s.xs for s in panel.series) and xticks is not None:  # many points per x: the legend beside the axes
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+        elif any(s.xs for s in panel.series):
             ax.legend(fontsize=8, loc="best")
         else:
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
@@ -136,16 +147,6 @@ def draw_panels(panels: Sequence[Panel], title: str, path: Path, *, xlabel: str,
 
 
 # --------------------------------------------------------------------------- training curves
-def stage_offsets(stages: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Run step at which each stage starts: the optimizer steps of the training stages before it."""
-    offsets: dict[str, int] = {}
-    total = 0
-    for st in stages:
-        offsets[st["name"]] = total
-        total += int(st.get("steps") or 0)
-    return offsets
-
-
 def curve_metrics(rows: Sequence[Mapping[str, Any]], stage: str, declared: Optional[Sequence[str]]) -> list[str]:
     """The metrics of ``stage`` to plot: those its loss declares (in that order) that were logged,
     else every numeric key it logged besides bookkeeping."""
@@ -196,27 +197,48 @@ def training_figures(rows: Sequence[Mapping[str, Any]], stages: Sequence[Mapping
 
 
 # ------------------------------------------------------------------------------ evaluations
+#: Metrics per evaluator panel in the evaluations figure (the first ones it reports; the table has all).
+EVAL_METRICS_PER_PANEL = 6
+
+
 def evaluation_figure(evaluations: Sequence[Mapping[str, Any]], stages: Sequence[Mapping[str, Any]], path: Path) -> Optional[FigureFile]:
-    """Each evaluator metric against the run step at which its evaluate stage ran (a panel per metric,
-    one line per evaluator key). ``None`` when the run has no evaluation."""
+    """Each evaluator's metrics against the run step at which its evaluate stage ran: a panel per evaluator,
+    a line per metric (its first :data:`EVAL_METRICS_PER_PANEL`, as it orders them), the stages as x ticks.
+    ``None`` when the run has no evaluation."""
     offsets = stage_offsets(stages)
     panels: dict[str, Panel] = {}
+    totals: dict[str, set[str]] = {}
+    ticks: dict[int, list[str]] = {}
     for ev in evaluations:
         x = offsets.get(ev["stage"], 0)
+        ticks.setdefault(x, []).append(ev["stage"])
         for key, res in ev.get("results", {}).items():
+            panel = panels.setdefault(key, Panel(key, "value"))
+            names = totals.setdefault(key, set())
             for metric, value in res.get("metrics", {}).items():
                 if not isinstance(value, (int, float)):
                     continue
+                names.add(metric)
                 hib = res.get("higher_is_better", {}).get(metric)
-                arrow = {True: " ↑", False: " ↓"}.get(hib, "")
-                label = f"{key}: {metric}"
-                panel = panels.setdefault(label, Panel(label + arrow, axis_label(metric), [Series(key)]))
-                panel.series[0].xs.append(x)
-                panel.series[0].ys.append(float(value))
+                label = metric + {True: " ↑", False: " ↓"}.get(hib, "")
+                series = next((s for s in panel.series if s.label == label), None)
+                if series is None:
+                    if len(panel.series) >= EVAL_METRICS_PER_PANEL:
+                        continue
+                    series = Series(label)
+                    panel.series.append(series)
+                series.xs.append(x)
+                series.ys.append(float(value))
+    panels = {k: p for k, p in panels.items() if p.series}
     if not panels:
         return None
-    title = "evaluations vs step (" + ", ".join(f"{e['stage']} @ {offsets.get(e['stage'], 0)}" for e in evaluations) + ")"
-    draw_panels(list(panels.values()), title, path, xlabel=RUN_STEP_LABEL, markers=True)
+    for key, panel in panels.items():
+        if len(totals[key]) > len(panel.series):
+            panel.title = f"{key} ({len(panel.series)} of {len(totals[key])} metrics; all in the table)"
+    positions = sorted(ticks)
+    labels = ["\n".join(ticks[x]) + f"\n@ {x}" for x in positions]
+    draw_panels(list(panels.values()), "evaluations vs step", path, xlabel=RUN_STEP_LABEL, markers=True,
+                xticks=(positions, labels))
     return FigureFile(path, "evaluations vs step")
 
 

@@ -49,6 +49,11 @@ def mmalign_embedders() -> list:
 
 
 @hookspec
+def mmalign_trackers() -> list:
+    """Return a list of :class:`~mmalign_core.entries.TrackerEntry` this plugin provides."""
+
+
+@hookspec
 def mmalign_rewards() -> list:
     """Return a list of :class:`~mmalign_core.entries.RewardEntry` this plugin provides."""
 
@@ -105,6 +110,7 @@ REGISTRATION_HOOKS: dict[str, str] = {
     "evaluator": "mmalign_evaluators",
     "judge": "mmalign_judges",
     "embedder": "mmalign_embedders",
+    "tracker": "mmalign_trackers",
     "reward": "mmalign_rewards",
     "rl_algorithm": "mmalign_rl_algorithms",
 }

@@ -283,6 +283,43 @@ class SentenceEmbedder(Protocol):
         """Identity for manifests and cache keys."""
 
 
+@dataclass(frozen=True)
+class TrackedRun:
+    """What a tracker learns when a run starts.
+
+    Attributes:
+        run_dir: the run's output folder (trackers write under it unless told otherwise).
+        name: the run's name (``spec.name``).
+        spec: the resolved spec as JSON data (what ``spec.json`` holds).
+        spec_hash: sha256 of the resolved spec.
+        resumed: whether this process continues an earlier run in the same folder.
+    """
+
+    run_dir: Path
+    name: str
+    spec: Mapping[str, Any]
+    spec_hash: str
+    resumed: bool = False
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """An experiment tracker (component kind ``tracker``), listed in a spec's ``trackers``.
+
+    The runner calls it on the main process only: ``start`` once before the first stage (a failure there
+    stops the run), ``log_metrics`` after each metrics row is written to ``metrics.jsonl`` and after each
+    evaluator, ``finish`` with the final manifest. ``step`` is the run's
+    optimizer step (the steps of earlier training stages plus the stage's own), so every stage and every
+    evaluation share one x axis. Keys are ``<stage>/<metric>`` and ``eval/<evaluator>/<metric>``.
+    """
+
+    def start(self, run: TrackedRun) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def finish(self, manifest: Mapping[str, Any]) -> None: ...
+
+
 @runtime_checkable
 class Stateful(Protocol):
     """A component (loss, source, judge, ...) with state that must survive a resume.

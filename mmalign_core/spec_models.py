@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .tracking import TrackerRef
+
 SPEC_VERSION = 1
 
 
@@ -153,6 +155,11 @@ class RunSpec(_Strict):
     threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch; default: torch's choice.")
     model: ComponentRef = Field(description="The model to train and evaluate.")
     stages: list[Stage] = Field(min_length=1, description="Stages run in order: 'sft', 'align', 'rl', 'evaluate'.")
+    trackers: list[TrackerRef] = Field(
+        default_factory=list,
+        description="Experiment trackers the run logs its metrics, evaluations, spec and manifest to, e.g. "
+        "[{\"name\": \"tensorboard\"}] (component kind 'tracker'; see docs/tracking.md).",
+    )
 
     def stage_names(self) -> list[str]:
         """Unique names per stage: the given name or '<type>', suffixed with a counter when repeated."""

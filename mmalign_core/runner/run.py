@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .. import __version__
 from ..errors import RunError
-from ..protocols import Context
+from ..protocols import Context, TrackedRun
+from ..tracking import TrackerSet
 from ..spec_models import AlignStage, ComponentRef, EvaluateStage, RLStage, SFTStage
 from ..types import PreferencePair, SFTExample
 from .heap import steady_heap
@@ -153,6 +154,7 @@ class Run:
         self.metrics_path = run_dir / "metrics.jsonl"
         self._log_fh = open(run_dir / "run.log", "a") if self.dist.is_main else None
         self.manifest: dict[str, Any] = {}
+        self.trackers = TrackerSet([], self._stage_records, self.log)
 
     # ----------------------------------------------------------------- output
     def log(self, msg: str) -> None:
@@ -207,6 +209,10 @@ class Run:
         device = resolve_device(spec.device, self.accelerator)
         torch.manual_seed(spec.seed)
         self._init_manifest(device)
+        if self.dist.is_main and spec.trackers:  # before the model loads: a tracker that cannot start stops the run early
+            self.trackers = TrackerSet.build(spec.trackers, self.plugins, self._stage_records, self.log)
+            self.trackers.start(TrackedRun(self.run_dir, spec.name, self.validated.resolved, self.validated.spec_hash,
+                                           resumed=bool(self.manifest.get("resumed"))))
         names = spec.stage_names()
         self.log(f"run '{spec.name}' -> {self.run_dir}")
         warning = contention_warning(torch.get_num_threads(), device)
@@ -269,6 +275,7 @@ class Run:
         report = self.write_report()
         if self.dist.is_main:
             self.plugins.on_run_end(self.run_dir, self.manifest)
+            self.trackers.on_run_end(self.run_dir, self.manifest)
         self.log(f"done: {report}")
         return self.run_dir
 
@@ -297,6 +304,14 @@ class Run:
             "stages": [],
             "evaluations": [],
         }
+
+    def _stage_records(self) -> list[dict[str, Any]]:
+        return self.manifest.get("stages", [])
+
+    def _observe_metrics(self, stage: str, step: int, row: dict[str, float]) -> None:
+        """A metrics row was written: tell the observer hooks and the run's trackers."""
+        self.plugins.on_metrics(self.run_dir, stage, step, row)
+        self.trackers.on_metrics(self.run_dir, stage, step, row)
 
     def _stage_record(self, i: int, name: str) -> dict[str, Any]:
         rec = {"index": i, "name": name, "type": self.spec.stages[i].type, "status": "pending"}
@@ -421,7 +436,7 @@ class Run:
             seed=seed,
             progress=self.progress,
             log=self.log,
-            on_metrics=lambda step, row: self.plugins.on_metrics(self.run_dir, name, step, row),
+            on_metrics=lambda step, row: self._observe_metrics(name, step, row),
             data_fingerprint=f"{fingerprint}|max_length={budget}",
             cache_dir=ctx.cache_dir,
             dist=self.dist,
@@ -493,7 +508,7 @@ class Run:
         outcome = algorithm.train(RLStageInputs(
             model=model, prompts=prompts, reward=reward, train=stage.train, rollout=stage.rollout, stage_name=name,
             stage_dir=sdir, metrics_path=self.metrics_path, seed=seed, ctx=ctx, progress=self.progress, log=self.log,
-            on_metrics=lambda step, row: self.plugins.on_metrics(self.run_dir, name, step, row),
+            on_metrics=lambda step, row: self._observe_metrics(name, step, row),
         ))
         model.save_pretrained(sdir / "model")
         shutil.rmtree(sdir / "checkpoints", ignore_errors=True)
@@ -551,6 +566,7 @@ class Run:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in list(res.metrics.items())[:8])
             self.log(f"stage {i} '{name}': {key}: {shown}")
             self.plugins.on_evaluation(self.run_dir, name, key, res.metrics)
+            self.trackers.on_evaluation(self.run_dir, name, key, res.metrics)
         self.manifest["evaluations"].append({"stage": name, "results": results})
         return {"name": name, "results": results}
 
@@ -659,6 +675,8 @@ def run_spec(validated: Any, *, output_dir: str | Path | None = None, resume: bo
         run.manifest["error"] = f"{type(exc).__name__}: {exc}"
         if run.manifest.get("spec"):
             run.save_manifest()
+        if run.dist.is_main:
+            run.trackers.on_run_end(run.run_dir, run.manifest)  # the trackers keep the failed run's manifest too
         raise
     finally:
         if run._log_fh is not None:

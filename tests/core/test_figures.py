@@ -72,7 +72,7 @@ def test_training_and_evaluation_figures(tmp_path: Path) -> None:
         assert_drawn(f.path)
     ev = evaluation_figure(evaluations(), stages(), tmp_path / "evaluations.png")
     assert ev is not None
-    assert_drawn(ev.path, min_width=900)
+    assert_drawn(ev.path, min_width=900)  # two evaluator panels side by side
     assert evaluation_figure([], stages(), tmp_path / "none.png") is None
 
 

@@ -1,0 +1,1 @@
+"""mmalign-trackers: TensorBoard, Weights & Biases and MLflow trackers for mmalign runs."""
