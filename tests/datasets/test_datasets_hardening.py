@@ -170,3 +170,39 @@ def test_llava_rlhf_finds_train2017_and_says_when_image_root_is_wrong(entry, ctx
     assert any(h.startswith("0 of 5 images found: image_root is probably wrong") for h in wrong.stats()["hints"])
     with pytest.raises(DataError, match=r"image_root '.*/nowhere' does not exist"):
         entry("llava-rlhf").build({"path": str(data), "image_root": str(tmp_path / "nowhere")}).pairs(ctx)
+
+
+# ------------------------------------------------------- part 3: over-length in data check
+class _WordModel:
+    """Tokens are words; a length budget."""
+
+    max_length = 500
+
+    def answer_tokens(self, text: str) -> list[str]:
+        return text.split()
+
+
+def _long_local(tmp_path: Path) -> Path:
+    rows = []
+    for i in range(3):
+        save_image(tmp_path / f"{i}.png", i)
+        chosen = "The square is red. " * 2700 if i == 1 else f"The square {i} is red."  # ~51,000 characters
+        rows.append({"id": f"q{i}", "prompt": "What colour?", "chosen": chosen, "rejected": f"Blue {i}.", "images": [f"{i}.png"]})
+    return write_jsonl(tmp_path / "pairs.jsonl", rows)
+
+
+def test_length_report_names_over_long_pairs(entry, ctx, tmp_path: Path) -> None:
+    from mmalign_datasets.tools import length_report
+
+    source = entry("local").build({"path": str(_long_local(tmp_path))})
+    report = length_report(source, ctx, _WordModel())
+    assert report["over"] == 1 and report["checked"] == 3 and report["longest"] > 10_000
+    assert report["examples"] == [{"id": "q1", "where": "pairs.jsonl row 1", "tokens": report["longest"]}]
+    assert report["method"].startswith("text tokens only")
+
+    class Exact(_WordModel):
+        def sequence_lengths(self, examples):
+            return [600 if e.id == "q0" else 10 for e in examples]
+
+    exact = length_report(source, ctx, Exact())
+    assert exact["method"] == "tokens, image tokens included" and [e["id"] for e in exact["examples"]] == ["q0"]

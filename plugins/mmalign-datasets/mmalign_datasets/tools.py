@@ -67,12 +67,51 @@ def check(source: Any, ctx: Context, images: str = "decode", kind: str = "pairs"
             "dropped": st.get("dropped") or {},
             "skip_examples": source.skip_examples(),
             "cache": st.get("cache"),
+            "from_cache": st.get("from_cache"),
+            "hints": st.get("hints") or [],
         }
         report["images"] = source.decode_all(ctx) if images == "decode" else None
     else:
         report = _generic_check(source, ctx, images == "decode", kind)
     errors = sum(n for r, n in report["skipped"].items() if r not in POLICY_REASONS)
     report["problems"] = errors + ((report.get("images") or {}).get("failed") or 0)
+    return report
+
+
+def length_report(source: Any, ctx: Context, model: Any, kind: str = "pairs", limit_examples: int = MAX_EXAMPLES) -> dict[str, Any]:
+    """Examples longer than the model's ``max_length``: what the runner would drop before training.
+
+    Exact (image tokens included) with a model that has ``sequence_lengths``; otherwise the text-only count the
+    runner applies to models without ``filter_too_long`` (prompt plus the longest answer; a lower bound).
+    """
+    from mmalign_core.runner.lengths import text_token_count
+
+    examples = examples_of(source, ctx, kind)
+    if not isinstance(examples, abc.Sequence):
+        examples = list(examples)
+    budget = getattr(model, "max_length", None)
+    report: dict[str, Any] = {"max_length": budget, "checked": len(examples), "over": 0, "examples": []}
+    if not isinstance(budget, int):
+        report["method"] = "none (the model has no length budget)"
+        return report
+    if callable(getattr(model, "sequence_lengths", None)):
+        lengths = list(model.sequence_lengths(examples))
+        report["method"] = "tokens, image tokens included"
+    elif callable(getattr(model, "answer_tokens", None)):
+        count = lambda text: len(model.answer_tokens(text))  # noqa: E731
+        lengths = [text_token_count(examples[i], count, budget) for i in range(len(examples))]
+        report["method"] = "text tokens only (prompt + longest answer; image tokens add to it)"
+    else:
+        report["method"] = "none (the model cannot count tokens)"
+        return report
+    over = [(i, n) for i, n in enumerate(lengths) if n > budget]
+    report["over"] = len(over)
+    report["longest"] = max(lengths, default=0)
+    for i, n in over[:limit_examples]:
+        ex = examples[i]
+        meta = getattr(ex, "meta", {}) or {}
+        where = f"{meta.get('file')} row {meta.get('row')}" if meta.get("file") is not None else f"pair {i}"
+        report["examples"].append({"id": ex.id, "where": where, "tokens": n})
     return report
 
 
