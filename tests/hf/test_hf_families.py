@@ -124,7 +124,7 @@ def test_batched_generation_equals_plain_generate_one_at_a_time(load_family, fam
             GenerationRequest("Say."), GenerationRequest("Is it red?", [_img((200, 9, 9))], answer_prefix="It")]
     batched = m.sample_tokens(reqs, n=1, max_new_tokens=6, do_sample=False).tolist()
     for r, row in zip(reqs, batched):
-        inputs = m._generation_inputs([r])
+        inputs = m.generation_inputs([r])
         width = inputs["input_ids"].shape[1]
         alone = m.model.generate(**inputs, max_new_tokens=6, do_sample=False, pad_token_id=m.pad_token_id,
                                  eos_token_id=m.stop_token_ids, bad_words_ids=[[t] for t in m.vision_token_ids],

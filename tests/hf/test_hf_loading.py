@@ -156,7 +156,7 @@ def test_answer_lead_from_a_llava_hf_style_template(family_dir, tmp_path: Path) 
     m = _entry().build({"path": str(folder)})
     assert m.answer_lead == " " and m.eos_token_id == m.tokenizer.eos_token_id
     image = _img((1, 2, 3))
-    enc = m._encode(["Describe the image."], [[image]], ["a red circle."])
+    enc = m.encode(["Describe the image."], [[image]], ["a red circle."])
     ids = enc.inputs["input_ids"][0].tolist()[:-1]  # without the eos the engine appends
     user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}
     full = m.processor.apply_chat_template([user, {"role": "assistant", "content": [{"type": "text", "text": "a red circle."}]}], tokenize=False)

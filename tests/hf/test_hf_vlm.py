@@ -67,7 +67,7 @@ def test_generation_never_emits_image_token(tiny_model) -> None:
         lm_head.weight[tiny_model.image_token_id] *= 0
         lm_head.weight[tiny_model.image_token_id] += 50.0  # make <image> the favourite token
     reqs = [GenerationRequest("Describe the image.", [_img((9, 9, 9))]), GenerationRequest("Say something.")]
-    prompt_ids, _ = tiny_model._prompt_batch([r.prompt for r in reqs], [r.images for r in reqs])
+    prompt_ids, _ = tiny_model.prompt_batch([r.prompt for r in reqs], [r.images for r in reqs])
     texts = tiny_model.generate(reqs, max_new_tokens=6)
     assert len(texts) == 2 and all("<image>" not in t for t in texts)
 
@@ -223,9 +223,9 @@ def test_rejected_images_use_their_own_images(tiny_model) -> None:
 
 def test_template_that_writes_bos_gets_a_single_bos(tiny_model) -> None:
     bos_id = tiny_model.tokenizer.bos_token_id
-    plain_ids, _ = tiny_model._prompt_batch(["Describe the image."], [[]])
+    plain_ids, _ = tiny_model.prompt_batch(["Describe the image."], [[]])
     tiny_model.processor.chat_template = "{{ bos_token }}" + tiny_model.processor.chat_template
-    ids, _ = tiny_model._prompt_batch(["Describe the image."], [[]])
+    ids, _ = tiny_model.prompt_batch(["Describe the image."], [[]])
     assert ids[0][0] == bos_id and ids[0][1] != bos_id
     assert ids == plain_ids
 
@@ -265,10 +265,10 @@ def test_a_subset_of_a_processed_batch_is_cut_from_it_and_equals_processing_it_a
     calls: list[int] = []
     process = m._process_prompts
     monkeypatch.setattr(m, "_process_prompts", lambda p, i: (calls.append(len(p)), process(p, i))[1])
-    m._prompt_batch(prompts, images)
+    m.prompt_batch(prompts, images)
     for rows in ([3, 1], [2, 0], [2], [1, 1, 3]):
         sub_prompts, sub_images = [prompts[r] for r in rows], [images[r] for r in rows]
-        ids, inputs = m._prompt_batch(sub_prompts, sub_images)
+        ids, inputs = m.prompt_batch(sub_prompts, sub_images)
         want_ids, want_inputs = process(sub_prompts, sub_images)
         assert ids == want_ids
         assert inputs.keys() == want_inputs.keys()
@@ -276,7 +276,7 @@ def test_a_subset_of_a_processed_batch_is_cut_from_it_and_equals_processing_it_a
             assert torch.equal(inputs[name], want_inputs[name]), name
     assert calls == [4], "every subset must come from the cached batch"
     # A row the cache has not seen: processed afresh.
-    m._prompt_batch(["Describe the image.", "A new question?"], [images[0], [_img((1, 2, 3))]])
+    m.prompt_batch(["Describe the image.", "A new question?"], [images[0], [_img((1, 2, 3))]])
     assert calls == [4, 2]
 
 

@@ -40,7 +40,7 @@ def test_greedy_equals_generate_alone_with_rows_stopping_at_different_steps(tiny
     batched = m.sample_tokens(reqs, n=1, max_new_tokens=10, do_sample=False)
     lengths = set()
     for r, row in zip(reqs, batched.tolist()):
-        inputs = m._generation_inputs([r])
+        inputs = m.generation_inputs([r])
         width = inputs["input_ids"].shape[1]
         alone = m.model.generate(**inputs, max_new_tokens=10, do_sample=False, pad_token_id=m.pad_token_id,
                                  eos_token_id=m.eos_token_id, bad_words_ids=[[m.image_token_id]],
@@ -96,7 +96,7 @@ def test_fast_sample_refuses_a_family_it_does_not_cover(tiny_model, monkeypatch)
     m = tiny_model
     assert decode_parts(m.model) is None
     with pytest.raises(ValueError, match="generate"):
-        fast_sample(m.model, m._generation_inputs(_requests(1)), n=1, max_new_tokens=2, do_sample=False)
+        fast_sample(m.model, m.generation_inputs(_requests(1)), n=1, max_new_tokens=2, do_sample=False)
     # The wrapper then decodes through generate() and still bans the image token.
     out = m.sample_tokens(_requests(2), n=2, max_new_tokens=4, do_sample=True)
     assert out.shape[0] == 4 and not (out == m.image_token_id).any()
@@ -133,7 +133,7 @@ def test_a_generation_config_the_loop_does_not_implement_falls_back_to_generate(
     m.model.generation_config.repetition_penalty = 1.3
     assert decode_parts(m.model) is None  # generate() applies the penalty; the lean loop would not
     reqs = _requests(2)
-    inputs = m._generation_inputs(reqs)
+    inputs = m.generation_inputs(reqs)
     width = inputs["input_ids"].shape[1]
     expected = m.model.generate(**inputs, max_new_tokens=6, do_sample=False, pad_token_id=m.pad_token_id,
                                 eos_token_id=m.eos_token_id, bad_words_ids=[[m.image_token_id]],
@@ -193,7 +193,7 @@ def test_the_lean_decoder_equals_the_models_own_decoder(tiny_model, text_type, m
                 if "lora_B" in name:
                     p.normal_(0, 0.5)
     calls = _count_lean_steps(monkeypatch)
-    inputs = m._generation_inputs(_requests(6))
+    inputs = m.generation_inputs(_requests(6))
     kw = dict(max_new_tokens=12, banned=[m.image_token_id], pad_token_id=m.pad_token_id)
     # Stop at the token sampled most often after the first step, so rows stop at different steps.
     torch.manual_seed(7)
@@ -218,7 +218,7 @@ def test_lean_decoder_hidden_states_match_the_decoder(tiny_model) -> None:
     from mmalign_hf.sampling import LeanDecoder
 
     m = _with_text_model(tiny_model, "qwen2")  # q/k/v biases, grouped key/value heads
-    inputs = m._generation_inputs(_requests(4))
+    inputs = m.generation_inputs(_requests(4))
     attn = inputs["attention_mask"]
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     decoder = m.model.get_decoder()
@@ -273,12 +273,12 @@ def test_a_sample_that_reached_the_token_limit_is_scored_without_an_end_token(ti
     rows = torch.tensor([words[:3] + [eos, pad], words])  # stopped after 3 tokens; reached the limit of 5
     stopped_text, open_text = m.texts_from_samples(rows)
     assert m.answer_ended(stopped_text) and not m.answer_ended(open_text)
-    assert m._answer_ids(stopped_text) == words[:3] + [eos]
-    assert m._answer_ids(open_text) == words  # as sampled, no end token
+    assert m.answer_ids(stopped_text) == words[:3] + [eos]
+    assert m.answer_ids(open_text) == words  # as sampled, no end token
     req = _requests(1)[0]
     pair = PreferencePair(id="p", prompt=req.prompt, images=req.images, chosen=stopped_text, rejected=open_text)
     with torch.no_grad():
         out = m.pair_logps([pair])
     assert out.chosen_tokens.tolist() == [4] and out.rejected_tokens.tolist() == [5]
     # Texts never sampled (offline data) end with the end-of-sequence token, as before.
-    assert m.answer_ended("a brand new answer.") and m._answer_ids("a brand new answer.")[-1] == eos
+    assert m.answer_ended("a brand new answer.") and m.answer_ids("a brand new answer.")[-1] == eos

@@ -111,7 +111,7 @@ def _trl(setup, **args):
 def test_token_sequences_are_identical(setup) -> None:
     _, batch, _ = _trl(setup, beta=0.1)
     pairs = setup["pairs"]
-    enc = setup["mm_policy"]._encode(
+    enc = setup["mm_policy"].encode(
         [p.prompt for p in pairs] * 2, [p.images for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
     )
     for i in range(2 * len(pairs)):

@@ -221,11 +221,11 @@ def check_decoding(m: Any, rec: Recorder, tag: str, dtype: str, new_tokens: int)
     if parts is None:
         return {"applies": False, "why": "this family decodes through generate() (not in FAST_DECODE_MODEL_TYPES)"}
     reqs = _requests()
-    inputs = m._generation_inputs(reqs)
+    inputs = m.generation_inputs(reqs)
     width = inputs["input_ids"].shape[1]
     lean_decoder = LeanDecoder.eligible(parts[0], width + new_tokens) is not None
     lean = m.sample_tokens(reqs, n=1, max_new_tokens=new_tokens, do_sample=False).tolist()
-    banned, stop = m._banned_token_ids(), m._stop_ids()
+    banned, stop = m.banned_token_ids(), m.stop_ids()
     kwargs: dict[str, Any] = dict(max_new_tokens=new_tokens, do_sample=False, num_return_sequences=1, pad_token_id=m.pad_token_id,
                                   eos_token_id=stop or None, use_cache=True, temperature=None, top_p=None, top_k=None,
                                   output_scores=True, return_dict_in_generate=True)

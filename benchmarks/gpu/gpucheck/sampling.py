@@ -63,7 +63,7 @@ def run(profile: Profile, rec: Recorder, scratch: Path) -> None:
         m.model.eval()
         holder["m"], holder["reqs"] = m, _requests(profile)
         parts = decode_parts(m.model)
-        width = m._generation_inputs(holder["reqs"])["input_ids"].shape[1]
+        width = m.generation_inputs(holder["reqs"])["input_ids"].shape[1]
         eligible = parts is not None and LeanDecoder.eligible(parts[0], width + profile.sampling.new_tokens) is not None
         rec.check("sampling: the lean decoder applies to the 7B-shaped LLaVA", eligible)
         sync(profile.device)

@@ -1,9 +1,9 @@
 """Batched greedy continuation with restricted image access, on transformers models behind mmalign's HF engine.
 
 Works with :class:`mmalign_hf.model.HFVisionLanguageModel` and its family subclasses
-(``mmalign_hf``): prompts go through the model's own ``_prompt_batch`` (chat template, processor,
-per-family image handling), assistant-turn prefixes through ``_answer_ids``, family companions (Qwen2-VL
-``mm_token_type_ids``, PaliGemma ``token_type_ids``) through ``_token_type_inputs``, and the vision special
+(``mmalign_hf``): prompts go through the model's own ``prompt_batch`` (chat template, processor,
+per-family image handling), assistant-turn prefixes through ``answer_ids``, family companions (Qwen2-VL
+``mm_token_type_ids``, PaliGemma ``token_type_ids``) through ``extra_token_inputs``, and the vision special
 tokens are never generated. Each row may hide some of its image-token positions (``Row.hide``), see
 :mod:`mmalign_bdhs.masking`; rows are left-padded, so hidden positions are found in the padded ids.
 """
@@ -41,7 +41,7 @@ class UnsupportedModel(TypeError):
 
 
 def check_model(model: Any) -> None:
-    missing = [a for a in ("model", "tokenizer", "_prompt_batch", "_answer_ids", "image_token_id") if not hasattr(model, a)]
+    missing = [a for a in ("model", "tokenizer", "prompt_batch", "answer_ids", "image_token_id") if not hasattr(model, a)]
     if missing:
         raise UnsupportedModel(
             f"BDHS generation needs a transformers vision-language model loaded by mmalign's HF engine "
@@ -90,8 +90,8 @@ def _banned(model: Any) -> list[list[int]]:
 def _batch_inputs(model: Any, rows: Sequence[Row]) -> tuple[dict[str, Any], torch.Tensor, list[list[int]], int, list[tuple[int, int]]]:
     """Left-padded inputs, the hidden-position mask, each row's prefix ids, the width, and per row
     (image tokens, hidden image tokens)."""
-    prompt_ids, image_inputs = model._prompt_batch([r.prompt for r in rows], [r.images for r in rows])
-    prefix_ids = [model._answer_ids(r.prefix, add_eos=False) if r.prefix else [] for r in rows]
+    prompt_ids, image_inputs = model.prompt_batch([r.prompt for r in rows], [r.images for r in rows])
+    prefix_ids = [model.answer_ids(r.prefix, add_eos=False) if r.prefix else [] for r in rows]
     seqs = [p + a for p, a in zip(prompt_ids, prefix_ids)]
     width = max(len(s) for s in seqs)
     pad = model.pad_token_id
@@ -113,8 +113,8 @@ def _batch_inputs(model: Any, rows: Sequence[Row]) -> tuple[dict[str, Any], torc
             hidden[i, pos[torch.from_numpy(vec)]] = True
             n_hidden = int(vec.sum())
         counts.append((len(pos), n_hidden))
-    extra = model._token_type_inputs(input_ids, attn, None) if hasattr(model, "_token_type_inputs") else {}
-    inputs = model._to_device({"input_ids": input_ids, "attention_mask": attn, **image_inputs, **extra})
+    extra = model.extra_token_inputs(input_ids, attn, None)
+    inputs = model.inputs_to_device({"input_ids": input_ids, "attention_mask": attn, **image_inputs, **extra})
     return inputs, hidden, prefix_ids, width, counts
 
 

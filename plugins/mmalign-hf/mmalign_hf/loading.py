@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import HFVLMConfig
-from .families import FAMILIES, MODEL_TYPES, HFFamilyModel
+from .families import FAMILIES, MODEL_TYPES
+from .family import HFFamilyModel
 from .processors import NO_VIDEO_PROCESSORS, no_video_processor_class
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")

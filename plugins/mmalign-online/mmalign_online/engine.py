@@ -34,8 +34,8 @@ class EngineUnavailable(RuntimeError):
 
 
 def _is_hf(model: Any) -> bool:
-    """Whether ``model`` is the core's HF wrapper (or a subclass), whose internals the fast path uses."""
-    return all(hasattr(model, a) for a in ("sample_tokens", "texts_from_samples", "_stop_ids", "tokenizer", "model"))
+    """Whether ``model`` is mmalign-hf's HF wrapper (or a subclass), whose methods the fast path uses."""
+    return all(hasattr(model, a) for a in ("sample_tokens", "texts_from_samples", "stop_ids", "tokenizer", "model"))
 
 
 class HFEngine:
@@ -144,7 +144,7 @@ class HFEngine:
         keep = {"keep_prompt_pass": True} if self.config.reuse_prompt_pass and self._copy is None else {}
         new = m.sample_tokens(reqs, n=copies, max_new_tokens=max_new_tokens, do_sample=do_sample,
                               temperature=temperature, top_p=top_p, **keep)
-        stop = m._stop_ids()
+        stop = m.stop_ids()
         if stop:
             finished = torch.isin(new, torch.tensor(stop, device=new.device)).any(dim=1)
             self.stats["truncated"] += float((~finished).sum())

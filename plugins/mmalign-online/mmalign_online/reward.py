@@ -80,8 +80,8 @@ class RewardModel:
     def score_tensor(self, prompts: Sequence[str], images: Sequence[Sequence[Any]], answers: Sequence[str]) -> Any:
         """Rewards with gradients (shape [N])."""
         bb = self.backbone
-        enc = bb._encode(list(prompts), list(images), list(answers))
-        inputs = bb._to_device(enc.inputs)
+        enc = bb.encode(list(prompts), list(images), list(answers))
+        inputs = bb.inputs_to_device(enc.inputs)
         hidden = self._hidden(inputs)
         last = inputs["attention_mask"].sum(-1) - 1  # right padding: the eos token of each row
         h = hidden[range(hidden.shape[0]), last]
