@@ -18,7 +18,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
+from ..lazy_import import torch_on_first_use
+
+torch = torch_on_first_use(globals())  # imported at first use, inside a run: the core imports no torch
 
 from ..protocols import PairLogps
 

@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import torch
+
+from ..lazy_import import torch_on_first_use
+
+torch = torch_on_first_use(globals())  # imported at first use, inside a run: the core imports no torch
 
 from ..protocols import LossInputs, PairLogps, Stateful
 from ..types import SFTExample
