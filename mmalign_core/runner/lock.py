@@ -78,8 +78,13 @@ class RunLock:
         """
         import fcntl
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise RunDirError(f"output directory {self.run_dir} is a file, not a folder; choose another output directory")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RunDirError(f"cannot use output directory {self.run_dir}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -100,6 +100,14 @@ def test_stale_record_without_kernel_locks(tmp_path: Path, monkeypatch: pytest.M
         live.wait()
 
 
+def test_a_file_or_unwritable_place_is_refused_cleanly(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RunDirError, match="is a file, not a folder"):
+        RunLock(tmp_path / "f").acquire()
+    with pytest.raises(RunDirError, match="cannot use output directory"):
+        RunLock(tmp_path / "f" / "below").acquire()
+
+
 # ----------------------------------------------------------------- what the flags touch
 def test_overwrite_refuses_a_folder_that_holds_no_run(tmp_path: Path) -> None:
     thesis = tmp_path / "thesis"
