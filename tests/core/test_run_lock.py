@@ -210,7 +210,7 @@ def test_cli_refuses_resume_and_overwrite_of_a_live_run(tmp_path: Path, mmalign_
 
 # ------------------------------------------------------------------ a component that fails
 _BOOM = '''
-from mmalign_core import ComponentConfig, LossEntry, hookimpl
+from mmalign_core import ComponentConfig, LossEntry, SourceEntry, hookimpl
 
 
 class BoomConfig(ComponentConfig):
@@ -223,16 +223,35 @@ def make_boom(config):
     return loss
 
 
+class BoomSource:
+    def pairs(self, ctx):
+        raise KeyError("the index has no row 7")
+
+
+def make_boom_source(config):
+    return BoomSource()
+
+
 class Plugin:
     @hookimpl
     def mmalign_losses(self):
         return [LossEntry(name="boom-loss", summary="Raises.", config=BoomConfig, factory="mmalign_boom_fixture:make_boom",
                           requires={"reference", "rejected"})]
+
+    @hookimpl
+    def mmalign_preference_sources(self):
+        return [SourceEntry(name="boom-pairs", summary="Raises.", config=BoomConfig, factory="mmalign_boom_fixture:make_boom_source",
+                            capabilities={"pairs", "static"})]
 '''
 
 
 @pytest.mark.slow
-def test_a_failing_loss_is_named_and_its_stage_marked_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mmalign_cache: Path) -> None:
+@pytest.mark.parametrize("part, ref, expected", [
+    ("loss", {"name": "boom-loss"}, "stages[0].loss: loss 'boom:boom-loss' failed: ZeroDivisionError: the loss divided by zero"),
+    ("data", {"name": "boom-pairs"}, "stages[0].data: source 'boom:boom-pairs' failed: KeyError: 'the index has no row 7'"),
+])
+def test_a_failing_component_is_named_and_its_stage_marked_failed(part: str, ref: dict, expected: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch, mmalign_cache: Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("mmalign_tiny")
     (tmp_path / "mmalign_boom_fixture.py").write_text(textwrap.dedent(_BOOM))
@@ -247,7 +266,7 @@ def test_a_failing_loss_is_named_and_its_stage_marked_failed(tmp_path: Path, mon
 
     plugins = load_plugins(extra=[("boom", boom.Plugin())])
     spec = _tiny("boom")
-    spec["stages"][0]["loss"] = {"name": "boom-loss"}
+    spec["stages"][0][part] = ref
     validated, problems = check_spec(spec, plugins)
     assert validated is not None, problems
     run_dir = tmp_path / "run"
@@ -255,11 +274,11 @@ def test_a_failing_loss_is_named_and_its_stage_marked_failed(tmp_path: Path, mon
     with pytest.raises(ComponentError) as err:
         run_spec(validated, output_dir=run_dir, plugins=plugins)
     msg = str(err.value)
-    assert msg.startswith("stages[0].loss: loss 'boom:boom-loss' failed: ZeroDivisionError: the loss divided by zero"), msg
+    assert msg.startswith(expected), msg
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "failed"
     assert manifest["stages"][0]["status"] == "failed"
-    assert "ZeroDivisionError" in manifest["stages"][0]["error"]
+    assert expected.split(": ")[-2] in manifest["stages"][0]["error"]
     assert "Traceback" in (run_dir / "run.log").read_text()
     assert time.time() - t0 < 120
     # the lock was released: the folder can be resumed (and fails the same way, named again)
