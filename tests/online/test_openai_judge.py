@@ -29,12 +29,16 @@ class FakeServer:
         self.attempts: dict[str, int] = {}
         self.bodies: list[dict] = []
         self.auth: list[str | None] = []
+        self.peers: set[tuple] = set()  # client (host, port) pairs: one per TCP connection
+        self.paths: list[str] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a client may send many requests over one connection
+
             def log_message(self, *args) -> None:  # keep test output quiet
                 pass
 
@@ -45,6 +49,8 @@ class FakeServer:
                     if isinstance(body["messages"][-1]["content"], list) else body["messages"][-1]["content"]
                 mode = text.split("MODE:")[1].split()[0] if "MODE:" in text else "ok"
                 with server.lock:
+                    server.peers.add(self.client_address)
+                    server.paths.append(self.path)
                     server.bodies.append(body)
                     server.auth.append(self.headers.get("Authorization"))
                     n = server.attempts[text] = server.attempts.get(text, 0) + 1
@@ -277,3 +283,35 @@ def test_compare_and_contract(server, jctx) -> None:
     entry = get_plugins().resolve("judge", "openai-compatible")
     check_judge(entry, {"base_url": server.url, "model": "m", "api_key_env": "MMALIGN_TEST_JUDGE_KEY", "timeout_s": 1.0},
                 requests=[_req("n MODE:ok")], ctx=jctx)
+
+
+def test_connections_are_kept_alive(server, jctx) -> None:
+    judge = _judge(server, max_concurrency=1, timeout_s=2.0)
+    for i in range(5):  # separate calls, one request each: the same pooled connection serves them all
+        assert judge.complete([_req(f"{i} MODE:ok")], jctx)[0].startswith("Response 2")
+    assert len(server.bodies) == 5 and len(server.peers) == 1
+    judge.close()
+
+
+def test_proxies_come_from_the_environment(server, jctx, monkeypatch) -> None:
+    root = server.url.rsplit("/v1", 1)[0]
+    monkeypatch.setenv("HTTP_PROXY", root)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    judge = _judge(server, base_url="http://judge.invalid/v1", timeout_s=2.0)
+    assert judge.complete([_req("p MODE:ok")], jctx)[0].startswith("Response 2")
+    assert server.paths == ["http://judge.invalid/v1/chat/completions"]  # the proxy got the absolute URL
+
+
+def test_a_refused_key_is_a_clear_error_without_the_key(server, jctx, monkeypatch) -> None:
+    from mmalign_core.errors import MmalignError
+
+    judge = _judge(server)
+    with pytest.raises(MmalignError) as caught:
+        judge.complete([_req("q MODE:auth")], jctx)
+    text = str(caught.value)
+    assert "HTTP 401" in text and "$MMALIGN_TEST_JUDGE_KEY was refused" in text and SECRET not in text
+    assert caught.value.exit_code == 1  # an MmalignError: the CLI prints "mmalign: error: ..." and exits 1, no traceback
+    monkeypatch.delenv("MMALIGN_TEST_JUDGE_KEY")
+    with pytest.raises(JudgeHTTPError, match=r"\$MMALIGN_TEST_JUDGE_KEY is not set: export MMALIGN_TEST_JUDGE_KEY="):
+        _judge(server).complete([_req("r MODE:auth")], jctx)

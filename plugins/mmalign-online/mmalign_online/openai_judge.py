@@ -1,10 +1,15 @@
-"""``openai-compatible``: a judge behind any OpenAI-compatible chat-completions endpoint (standard library only).
+"""``openai-compatible``: a judge behind any OpenAI-compatible chat-completions endpoint, over httpx.
 
-- HTTP with ``urllib``; each request has a timeout; failures that can pass
-  (timeouts, connection errors, HTTP 408/409/425/429/5xx, a reply that is not
-  the expected JSON) are retried at most ``max_retries`` times with exponential
-  backoff (and the server's ``Retry-After``, capped); 401/403/404 stop at once.
-- At most ``max_concurrency`` requests are in flight (a thread pool).
+- HTTP with one ``httpx.Client`` per judge: connections are kept alive and
+  pooled (at most ``max_concurrency``), proxies come from the environment
+  (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``), and every request has a
+  timeout. Failures that can pass (timeouts, connection errors, HTTP
+  408/409/425/429/5xx, a reply that is not the expected JSON) are retried at
+  most ``max_retries`` times with exponential backoff (and the server's
+  ``Retry-After``, capped); 401/403/404 stop at once with an error that says
+  what to fix (a :class:`~mmalign_core.errors.MmalignError`, so the CLI prints
+  it without a traceback).
+- At most ``max_concurrency`` requests are in flight (a thread pool sharing the client).
 - Every reply is cached on disk, one JSON line per request in
   ``<cache>/judge-cache/openai-<identity hash>.jsonl``, keyed by the SHA-256
   of the judge identity and the request (messages, with images by their key),
@@ -22,15 +27,14 @@ import io
 import json
 import os
 import random
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from mmalign_core.errors import MmalignError
 from mmalign_core.protocols import Context
 from mmalign_core.types import GenerationRequest
 
@@ -38,12 +42,17 @@ from .config import OpenAICompatibleConfig
 from .verdict import Comparison, Verdict, pairwise_request, verdict_from_text
 
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
-FATAL_STATUS = frozenset({401, 403, 404})
 CACHE_FOLDER = "judge-cache"
 
 
-class JudgeHTTPError(RuntimeError):
-    """A judge request failed for good (after retries, or at once for authentication/not-found errors)."""
+class JudgeHTTPError(MmalignError, RuntimeError):
+    """A judge request failed for good (after retries, or at once for authentication/not-found errors).
+
+    An :class:`~mmalign_core.errors.MmalignError`: the CLI prints the message (which names the endpoint and
+    the fix, never the key) instead of a traceback, and exits with 1 (the spec was valid; the endpoint refused).
+    """
+
+    exit_code = 1
 
 
 class _Retryable(Exception):
@@ -78,6 +87,30 @@ class OpenAICompatibleJudge:
         self._cache: Optional[dict[str, str]] = None
         self._cache_path: Optional[Path] = None
         self._identity = _canonical(self.describe())
+        self._client: Any = None
+
+    def _http(self) -> Any:
+        """The judge's ``httpx.Client`` (made on first use; closed when the judge is garbage-collected)."""
+        with self._lock:
+            if self._client is None:
+                import httpx
+
+                n = self.config.max_concurrency
+                self._client = httpx.Client(
+                    timeout=httpx.Timeout(self.config.timeout_s),
+                    limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+                    trust_env=True,  # proxies and CA bundles from the environment, as curl and requests do
+                    headers={"Accept": "application/json"},
+                )
+                weakref.finalize(self, self._client.close)
+            return self._client
+
+    def close(self) -> None:
+        """Close the HTTP connections now (they are closed with the judge otherwise)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     # ---------------------------------------------------------------- identity
     def describe(self) -> dict[str, Any]:
@@ -158,32 +191,45 @@ class OpenAICompatibleJudge:
         payload = {"judge": self._identity, "messages": self._messages(request, with_pixels=False)}
         return hashlib.sha256(_canonical(payload).encode()).hexdigest()
 
-    def _post(self, body: bytes) -> str:
+    def _refusal(self, status: int, detail: str) -> JudgeHTTPError:
+        """The error for a status that no retry can fix, saying what to check."""
         cfg = self.config
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        where = f"judge endpoint {cfg.base_url}/chat/completions answered HTTP {status}"
+        if status in (401, 403):
+            if not cfg.api_key_env:
+                fix = "it wants an API key: set api_key_env to the name of an environment variable that holds one"
+            elif self._key() is None:
+                fix = f"it wants an API key, but ${cfg.api_key_env} is not set: export {cfg.api_key_env}=<your key>"
+            else:
+                fix = f"the key in ${cfg.api_key_env} was refused: check that it is valid for this endpoint and model {cfg.model!r}"
+        elif status == 404:
+            fix = f"check base_url (it should end where /chat/completions starts, e.g. .../v1) and model {cfg.model!r}"
+        else:
+            fix = "the request itself was refused; see the server's message"
+        return JudgeHTTPError(f"{where}: {fix}. Server said: {detail or '(nothing)'}")
+
+    def _post(self, body: bytes) -> str:
+        import httpx
+
+        cfg = self.config
+        headers = {"Content-Type": "application/json"}
         key = self._key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        req = urllib.request.Request(cfg.base_url + "/chat/completions", data=body, headers=headers, method="POST")
         with self._lock:
             self.requests_sent += 1
         try:
-            with urllib.request.urlopen(req, timeout=cfg.timeout_s) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            detail = self._scrub(exc.read(300).decode("utf-8", "replace")) if exc.fp else ""
-            if exc.code in FATAL_STATUS:
-                raise JudgeHTTPError(f"judge endpoint answered HTTP {exc.code} ({'check the API key in $' + str(cfg.api_key_env) if exc.code in (401, 403) else 'check base_url and model'}): {detail}") from None
-            retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-            if exc.code in RETRY_STATUS:
-                raise _Retryable(f"HTTP {exc.code}: {detail}", retry_after) from None
-            raise JudgeHTTPError(f"judge endpoint answered HTTP {exc.code}: {detail}") from None
-        except (socket.timeout, TimeoutError) as exc:
+            resp = self._http().post(cfg.base_url + "/chat/completions", content=body, headers=headers)
+            raw = resp.content
+        except httpx.TimeoutException as exc:
             raise _Retryable(f"timed out after {cfg.timeout_s}s ({type(exc).__name__})") from None
-        except urllib.error.URLError as exc:
-            raise _Retryable(f"connection failed: {exc.reason}") from None
-        except (ConnectionError, OSError) as exc:
-            raise _Retryable(f"connection failed: {type(exc).__name__}: {exc}") from None
+        except httpx.TransportError as exc:
+            raise _Retryable(f"connection failed: {type(exc).__name__}: {self._scrub(str(exc))}") from None
+        if resp.status_code >= 400:
+            detail = self._scrub(raw[:300].decode("utf-8", "replace"))
+            if resp.status_code in RETRY_STATUS:
+                raise _Retryable(f"HTTP {resp.status_code}: {detail}", _retry_after(resp.headers.get("Retry-After")))
+            raise self._refusal(resp.status_code, detail)
         try:
             data = json.loads(raw.decode("utf-8"))
             content = data["choices"][0]["message"]["content"]
