@@ -45,6 +45,8 @@ class GRPO(RLAlgorithmBase):
         info: dict[str, Any] = {"clip_fraction": masked_mean(clipped, mask)}
         if c.beta > 0:
             kl = kl_per_token(now.logps, batch.ref_logps[idx], c.kl_estimator)
+            if c.kl_ratio_correction:
+                kl = kl * torch.exp(now.logps - old)
             loss = loss + c.beta * kl
             info["kl_term"] = masked_mean(kl, mask)
         return loss, info
@@ -77,7 +79,7 @@ class RLOO(RLAlgorithmBase):
         total = batch.rewards - c.beta * kl
         adv = leave_one_out_advantages(total, batch.rollouts.k)
         if c.normalize_advantages:
-            adv = z_normalise(adv)
+            adv = z_normalise(adv, eps=1e-4)  # TRL RLOOTrainer's epsilon
         batch.advantages = adv.unsqueeze(1)
         batch.extras["rloo_reward"] = total
 

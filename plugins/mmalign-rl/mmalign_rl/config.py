@@ -175,6 +175,10 @@ class GRPOConfig(RLLoopConfig):
         description="'sequence': mean per response then over responses (GRPO); 'token': per micro-batch token mean; "
         "'token-sum': token sum / the minibatch's tokens (DAPO); 'constant': token sum / (responses x max_new_tokens) (Dr-GRPO).",
     )
+    kl_ratio_correction: bool = Field(
+        False, description="Multiply the per-token KL by the policy ratio pi/pi_old (an unbiased KL gradient off-policy; "
+        "TRL's use_bias_correction_kl, on by default there)."
+    )
     importance_sampling_cap: Optional[float] = Field(
         None, gt=0, description="Truncated importance correction min(pi_trainer/pi_sampler, cap) when the sampler reports its own "
         "log-probs; null: off. The built-in sampler is the policy itself, so the weights are 1 there.",
