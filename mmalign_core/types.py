@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Union
 
+from .errors import MmalignError
+
 ImageLike = Union[str, Path, bytes, "PIL.Image.Image", Callable[[], "PIL.Image.Image"]]  # noqa: F821
+
+
+class ImageTooLarge(MmalignError, ValueError):
+    """An image whose declared size is beyond what PIL decodes safely (a decompression bomb)."""
 
 
 class ImageRef:
@@ -45,18 +51,27 @@ class ImageRef:
         return self._src
 
     def load(self) -> "PIL.Image.Image":  # noqa: F821
+        """The image as RGB.
+
+        Raises:
+            FileNotFoundError: a path that is not a file.
+            ImageTooLarge: PIL refuses the image as a decompression bomb (its header declares too many pixels).
+        """
         from PIL import Image
 
         src = self._src
-        if isinstance(src, (str, Path)):
-            path = Path(src)
-            if not path.is_file():
-                raise FileNotFoundError(f"image file not found: {path}")
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        if isinstance(src, (bytes, bytearray)):
-            with Image.open(io.BytesIO(src)) as im:
-                return im.convert("RGB")
+        try:
+            if isinstance(src, (str, Path)):
+                path = Path(src)
+                if not path.is_file():
+                    raise FileNotFoundError(f"image file not found: {path}")
+                with Image.open(path) as im:
+                    return im.convert("RGB")
+            if isinstance(src, (bytes, bytearray)):
+                with Image.open(io.BytesIO(src)) as im:
+                    return im.convert("RGB")
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(f"image {self.key[:200]} is refused as a decompression bomb: {exc}") from None
         if callable(src) and not isinstance(src, Image.Image):
             return src().convert("RGB")
         return src.convert("RGB")

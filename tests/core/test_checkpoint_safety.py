@@ -79,3 +79,21 @@ def test_planted_reward_head_is_refused(tmp_path: Path) -> None:
     good = tmp_path / "good.pt"
     torch.save(torch.nn.Linear(4, 1).state_dict(), good)
     assert set(load_head_state(good)) == {"weight", "bias"}
+
+
+def test_image_ref_refuses_a_decompression_bomb_cleanly(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    from mmalign_core.errors import MmalignError
+    from mmalign_core.types import ImageRef, ImageTooLarge
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 14000, 14000, 1, 0, 0, 0, 0)) + chunk(b"IEND", b"")
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    for ref in (ImageRef(bomb), ImageRef(tmp_path / "bomb.png")):
+        with pytest.raises(ImageTooLarge, match="decompression bomb") as err:
+            ref.load()
+        assert isinstance(err.value, MmalignError)
