@@ -23,11 +23,17 @@ from .errors import DataError
 MAX_EXAMPLES = 5
 
 
-def _for_check(source: Any) -> Any:
-    """The same loader with ``on_error: skip`` (a check reports every bad row instead of stopping at the first)."""
-    if isinstance(source, DatasetSource) and source.config.on_error != "skip":
-        return type(source)(source.config.model_copy(update={"on_error": "skip"}))
-    return source
+def _for_check(source: Any, reindex: bool = False) -> Any:
+    """The same loader with ``on_error: skip`` (a check reports every bad row instead of stopping at the first), and
+    ``reindex`` when asked."""
+    if not isinstance(source, DatasetSource):
+        return source
+    update: dict[str, Any] = {}
+    if source.config.on_error != "skip":
+        update["on_error"] = "skip"
+    if reindex and not source.config.reindex:
+        update["reindex"] = True
+    return type(source)(source.config.model_copy(update=update)) if update else source
 
 
 def examples_of(source: Any, ctx: Context, kind: str = "pairs") -> Iterable[Any]:
@@ -45,13 +51,13 @@ def answers_of(example: Any) -> dict[str, str]:
     return {"chosen": example.chosen, "rejected": example.rejected}
 
 
-def check(source: Any, ctx: Context, images: str = "decode", kind: str = "pairs") -> dict[str, Any]:
-    """Index (or reuse the index of) a source, then decode every image (``images="decode"``).
+def check(source: Any, ctx: Context, images: str = "decode", kind: str = "pairs", reindex: bool = False) -> dict[str, Any]:
+    """Index (or reuse the index of; ``reindex`` rebuilds it) a source, then decode every image (``images="decode"``).
 
     Returns a JSON-able report; ``report["problems"]`` counts bad rows (data
     errors, not pairing-policy skips) plus images that fail to decode.
     """
-    source = _for_check(source)
+    source = _for_check(source, reindex)
     if isinstance(source, DatasetSource):
         seq = source.pairs(ctx)
         st = source.stats()
