@@ -38,6 +38,7 @@ from .lengths import drop_over_long_text
 from .lock import LOCK_NAME, RunDirError, RunLock, holds_run
 from .lock import probe as probe_lock
 from .report import write_report
+from ..paths import cache_root
 
 TRACKED_PACKAGES = ("torch", "transformers", "accelerate", "peft", "datasets", "tokenizers", "pluggy", "pydantic", "pillow", "numpy")
 
@@ -166,7 +167,7 @@ class Run:
 
     def context(self, out_dir: Path, seed: int) -> Context:
         out_dir.mkdir(parents=True, exist_ok=True)
-        cache = Path(os.environ.get("MMALIGN_CACHE") or Path.home() / ".cache" / "mmalign")
+        cache = cache_root()
         return Context(seed=seed, output_dir=out_dir, cache_dir=cache, progress=self.progress, log=self.log)
 
     def save_manifest(self) -> None:

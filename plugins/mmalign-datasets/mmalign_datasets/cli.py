@@ -29,6 +29,7 @@ from typing import Any, Iterable, Optional
 
 from mmalign_core.commands import Commands
 from mmalign_core.errors import MmalignError, SpecValidationError
+from mmalign_core.paths import cache_root
 
 _SPEC_MAX_BYTES = 4 << 20
 
@@ -64,7 +65,7 @@ def _progress() -> Any:
 def _context(seed: int, out_dir: Path) -> Any:
     from mmalign_core.protocols import Context
 
-    cache = Path(os.environ.get("MMALIGN_CACHE") or Path.home() / ".cache" / "mmalign")
+    cache = cache_root()
     out_dir.mkdir(parents=True, exist_ok=True)
     return Context(seed=seed, output_dir=out_dir, cache_dir=cache, progress=_progress(), log=lambda m: print(f"[mmalign] {m}", file=sys.stderr, flush=True))
 

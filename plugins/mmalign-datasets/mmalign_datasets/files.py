@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from .errors import DataError
+from mmalign_core.paths import cache_root
 
 MIB = 1 << 20
 DATA_SUFFIXES = (".parquet", ".arrow", ".jsonl", ".ndjson", ".json")
@@ -369,4 +369,4 @@ def columns_of(path: Path) -> Optional[list[str]]:
 
 def default_cache_root() -> Path:
     """The run cache the runner uses (``MMALIGN_CACHE`` or ``~/.cache/mmalign``)."""
-    return Path(os.environ.get("MMALIGN_CACHE") or Path.home() / ".cache" / "mmalign")
+    return cache_root()

@@ -20,6 +20,7 @@ from mmalign_core.protocols import Context, GenerativeModel
 from mmalign_core.types import GenerationRequest, ImageRef
 
 from .config import BenchmarkConfig
+from mmalign_core.paths import cache_root
 
 #: Environment variable naming the folder that holds one sub-folder per benchmark.
 DATA_ENV = "MMALIGN_DATA"
@@ -42,7 +43,7 @@ def data_root(configured: Optional[str], folder: str, ctx: Optional[Context]) ->
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env).expanduser() / folder
-    cache = Path(ctx.cache_dir) if ctx is not None else Path(os.environ.get("MMALIGN_CACHE") or Path.home() / ".cache" / "mmalign")
+    cache = Path(ctx.cache_dir) if ctx is not None else cache_root()
     return cache / "data" / folder
 
 

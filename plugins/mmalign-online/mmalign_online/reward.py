@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from mmalign_core.types import GenerationRequest, PreferencePair
 
 from .config import ModelRef, RewardModelConfig, RewardTrainConfig
 from .verdict import Comparison, Verdict, extract_pairwise, render_verdict, verdict_from_scores
+from mmalign_core.paths import cache_root
 
 FORMAT = 1
 
@@ -257,7 +257,7 @@ def default_reward_dir(config: RewardModelConfig) -> Path:
     payload = {"model": config.model.model_dump(mode="json") if config.model else None,
                "train": config.train.model_dump(mode="json") if config.train else None, "format": FORMAT}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-    root = Path(os.environ.get("MMALIGN_CACHE") or Path.home() / ".cache" / "mmalign")
+    root = cache_root()
     return root / "reward-models" / digest
 
 
@@ -292,7 +292,7 @@ class RewardModelJudge:
         backbone = cfg.model.build()
         backbone.to(cfg.device)
         source = cfg.train.data.build()
-        ctx = Context(seed=cfg.train.seed, output_dir=self.path / "data", cache_dir=Path(os.environ.get("MMALIGN_CACHE") or Path.home() / ".cache" / "mmalign"), log=log)
+        ctx = Context(seed=cfg.train.seed, output_dir=self.path / "data", cache_dir=cache_root(), log=log)
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
         pairs = source.pairs(ctx)
         if not isinstance(pairs, Sequence):

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from .config import TinyLlavaConfig
+from mmalign_core.paths import cache_root
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 
@@ -68,7 +69,7 @@ def _config_key(cfg: TinyLlavaConfig) -> str:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("MMALIGN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mmalign")
+    root = str(cache_root())
     return Path(root) / "tiny-llava"
 
 
