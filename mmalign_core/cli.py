@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TextIO
 
-from . import __version__, cli_eval
+from . import __version__, cli_eval, html_report
 from .commands import CommandProblem, Commands
 from .entries import KINDS
 from .errors import MmalignError, Problem, SpecValidationError
@@ -331,6 +331,7 @@ def build_parser(plugins: Optional[Plugins] = None) -> argparse.ArgumentParser:
     sch.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
 
     cli_eval.add_commands(sub)
+    html_report.add_command(sub)
 
     reg = sub.add_parser("registry", help="work with registry.toml (the list of known plugins)",
                          description="Commands about registry.toml, the curated list of known plugins.")
