@@ -334,3 +334,48 @@ class Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+# ------------------------------------------------------------------ optional capabilities
+# What a component may offer beyond its kind's protocol. The runner tests for them with ``isinstance``
+# (these are runtime-checkable), so a component declares a capability by having the method -- and a
+# type checker sees the signature it must have.
+
+
+@runtime_checkable
+class SFTSource(Protocol):
+    """A source with its own SFT examples (capability ``sft``); otherwise its pairs' chosen answers are used."""
+
+    def sft_examples(self, ctx: Context) -> Iterator[SFTExample] | Sequence[SFTExample]: ...
+
+
+@runtime_checkable
+class SourceStats(Protocol):
+    """A source that reports what it read and skipped (``{"skipped": {reason: count}, ...}``; in the manifest)."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Fingerprinted(Protocol):
+    """Anything whose identity is recorded in the manifest and in cache keys."""
+
+    def fingerprint(self) -> str: ...
+
+
+@runtime_checkable
+class LengthFilter(Protocol):
+    """A model that can tell which examples do not fit its ``max_length`` (image tokens included).
+
+    Returns the examples to keep and the ids of those dropped (or raises, per the model's own config).
+    A model without it gets the runner's text-only check instead.
+    """
+
+    def filter_too_long(self, examples: Sequence[Any]) -> tuple[Sequence[Any], list[str]]: ...
+
+
+@runtime_checkable
+class SaveTracking(Protocol):
+    """A model that wants to know the folder its weights were last saved to (later stages load from it)."""
+
+    def mark_saved(self, path: Path) -> None: ...

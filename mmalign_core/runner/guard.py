@@ -46,6 +46,10 @@ class NamedCall:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._call(*args, **kwargs)
 
+    @property
+    def wrapped(self) -> Any:
+        return self._fn
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fn, name)
 
@@ -70,3 +74,9 @@ class NamedComponent:
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._obj, name, value)
+
+
+def unwrap(obj: Any) -> Any:
+    """The component inside a :class:`NamedCall` / :class:`NamedComponent` (``isinstance`` checks against the
+    optional-capability protocols must see the component itself: Python 3.12+ checks them statically)."""
+    return obj.wrapped if isinstance(obj, (NamedCall, NamedComponent)) else obj

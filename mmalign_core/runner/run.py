@@ -27,13 +27,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .. import __version__
 from ..errors import RunError
-from ..protocols import Context, TrackedRun
+from ..protocols import Context, Fingerprinted, LengthFilter, SaveTracking, SFTSource, SourceStats, TrackedRun
 from ..tracking import TrackerSet
 from ..spec_models import AlignStage, ComponentRef, EvaluateStage, RLStage, SFTStage
 from ..types import PreferencePair, SFTExample
 from .heap import steady_heap
 from .io import atomic_write_json, read_jsonl
-from .guard import NamedCall, NamedComponent
+from .guard import NamedCall, NamedComponent, unwrap
 from .lengths import drop_over_long_text
 from .lock import LOCK_NAME, RunDirError, RunLock, holds_run
 from .lock import probe as probe_lock
@@ -358,7 +358,7 @@ class Run:
     def _materialise(self, source: Any, kind: str, path: str, ctx: Context) -> Sequence[Any]:
         """The stage's examples. A source may return a lazy ``Sequence`` (e.g. memory-mapped Arrow
         rows); it is used as is, so memory does not grow with the data set. Iterators are listed."""
-        if kind == "sft" and not hasattr(source, "sft_examples"):
+        if kind == "sft" and not isinstance(unwrap(source), SFTSource):
             return [
                 SFTExample(id=p.id, prompt=p.prompt, response=p.chosen, images=p.images, source=p.source, meta=p.meta)
                 for p in source.pairs(ctx)
@@ -391,7 +391,7 @@ class Run:
         if stage.train.max_examples and stage.train.max_examples < len(examples):
             examples = _Head(examples, stage.train.max_examples)
         dropped: list[str] = []
-        if hasattr(model, "filter_too_long"):
+        if isinstance(model, LengthFilter):
             # Samples whose image tokens would not fit are dropped whole (or fail, per the model's config).
             examples, dropped = model.filter_too_long(examples)
         else:
@@ -399,7 +399,7 @@ class Run:
             examples, dropped = drop_over_long_text(model, examples)
         if dropped:
             self.log(f"stage {i} '{name}': dropped {len(dropped)} samples longer than the model's max_length: {dropped[:5]}")
-        fingerprint = source.fingerprint() if hasattr(source, "fingerprint") else None
+        fingerprint = source.fingerprint() if isinstance(unwrap(source), Fingerprinted) else None
         budget = getattr(model, "max_length", None)
         data_info = {
             "source": src_entry.qualified_name,
@@ -408,7 +408,7 @@ class Run:
             "dropped_too_long": len(dropped),
             "seconds": round(time.perf_counter() - t0, 3),
         }
-        if hasattr(source, "stats"):
+        if isinstance(unwrap(source), SourceStats):
             data_info["stats"] = source.stats()
             skipped = data_info["stats"].get("skipped") if isinstance(data_info["stats"], dict) else None
             if skipped:
@@ -446,7 +446,7 @@ class Run:
         if self.dist.is_main:
             model.save_pretrained(sdir / "model")
             shutil.rmtree(sdir / "checkpoints", ignore_errors=True)
-        if hasattr(model, "mark_saved"):
+        if isinstance(model, SaveTracking):
             model.mark_saved(sdir / "model")
         self.manifest["final_model"] = str(sdir / "model")
         self.log(f"stage {i} '{name}': {outcome.steps} steps in {outcome.seconds:.1f}s; model saved to {sdir / 'model'}")
@@ -513,7 +513,7 @@ class Run:
         ))
         model.save_pretrained(sdir / "model")
         shutil.rmtree(sdir / "checkpoints", ignore_errors=True)
-        if hasattr(model, "mark_saved"):
+        if isinstance(model, SaveTracking):
             model.mark_saved(sdir / "model")
         self.manifest["final_model"] = str(sdir / "model")
         self.log(f"stage {i} '{name}': {outcome['steps']} RL steps in {outcome['seconds']:.1f}s; model saved to {sdir / 'model'}")
@@ -522,7 +522,7 @@ class Run:
             "steps": outcome["steps"],
             "examples_seen": outcome["examples_seen"],
             "data": {"source": src_entry.qualified_name, "n_prompts": len(prompts),
-                     "fingerprint": source.fingerprint() if hasattr(source, "fingerprint") else None},
+                     "fingerprint": source.fingerprint() if isinstance(unwrap(source), Fingerprinted) else None},
             "algorithm": {"component": algo_entry.qualified_name, **algorithm.describe()},
             "reward": {"component": reward_entry.qualified_name, **reward.describe()},
             "last_metrics": outcome.get("last_metrics", {}),

@@ -25,6 +25,7 @@ torch = torch_on_first_use(globals())  # imported at first use, inside a run: th
 from ..protocols import LossInputs, PairLogps, Stateful
 from ..types import SFTExample
 from ..spec_models import TrainSettings
+from .guard import unwrap
 from .heap import steady_heap
 from .io import append_jsonl, atomic_write_json, atomic_write_text
 from .refcache import cache_key, load_or_compute
@@ -246,13 +247,13 @@ def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, step: int, stag
 
 def component_states(stateful: Mapping[str, Any] | None) -> dict[str, Any]:
     """``state_dict()`` of every component that has one (a loss with a running statistic, a source with a cursor)."""
-    return {name: comp.state_dict() for name, comp in (stateful or {}).items() if isinstance(comp, Stateful)}
+    return {name: comp.state_dict() for name, comp in (stateful or {}).items() if isinstance(unwrap(comp), Stateful)}
 
 
 def restore_component_states(stateful: Mapping[str, Any] | None, saved: Mapping[str, Any], stage_name: str) -> None:
     """Give each stateful component back the state its checkpoint holds."""
     for name, comp in (stateful or {}).items():
-        if not isinstance(comp, Stateful):
+        if not isinstance(unwrap(comp), Stateful):
             continue
         if name not in saved:
             raise RuntimeError(
