@@ -89,6 +89,24 @@ class FigureFile:
     title: str
 
 
+def wrap_label(label: str, width: int = 32) -> str:
+    """Break a long metric name into lines of at most ``width`` characters, after '.', '/', '_' or '-'
+    (names have no spaces to break at), so a panel title never runs into its neighbour."""
+    lines, line, piece = [], "", ""
+    for ch in label + "\0":
+        if ch != "\0":
+            piece += ch
+        if ch in "./_- \0":
+            if line and len(line) + len(piece) > width:
+                lines.append(line)
+                line = ""
+            line += piece
+            piece = ""
+    if line:
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def _grid(n: int, per_row: int) -> tuple[int, int]:
     cols = max(1, min(per_row, n))
     return max(1, math.ceil(n / cols)), cols
@@ -124,7 +142,7 @@ def draw_panels(panels: Sequence[Panel], title: str, path: Path, *, xlabel: str,
                     label=series.label)
         for x, _name in boundaries:
             ax.axvline(x, color="0.6", linestyle=":", linewidth=1)
-        ax.set_title(panel.title, fontsize=11)
+        ax.set_title(wrap_label(panel.title, 44), fontsize=11)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(panel.ylabel)
         ax.grid(True, alpha=0.3)
@@ -258,8 +276,8 @@ def bar_chart(rows: Sequence[str], columns: Sequence[tuple[str, Optional[bool]]]
             ax.set_visible(False)
             continue
         label, hib = columns[k]
-        arrow = {True: " (higher is better)", False: " (lower is better)"}.get(hib, "")
-        ax.set_title(label + arrow, fontsize=9)
+        arrow = {True: "\n(higher is better)", False: "\n(lower is better)"}.get(hib, "")
+        ax.set_title(wrap_label(label) + arrow, fontsize=9)
         vals = [values.get(r, {}).get(label) for r in rows]
         finite = [(i, v) for i, v in enumerate(vals) if v is not None and math.isfinite(v)]
         ax.set_xticks([])

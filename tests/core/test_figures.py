@@ -110,3 +110,12 @@ def test_report_without_matplotlib_says_how_to_install(tmp_path: Path, monkeypat
     text = write_report(tmp_path, {"spec": {"name": "x"}, "stages": stages()[:2], "evaluations": []}).read_text()
     assert "pip install 'mmalign[report]'" in text
     assert not (tmp_path / "plots").exists()
+
+
+def test_long_metric_names_wrap_at_their_separators() -> None:
+    from mmalign_core.figures import wrap_label
+
+    assert wrap_label("pope.pope_f1") == "pope.pope_f1"
+    wrapped = wrap_label("object-halbench.metric_number_0_long_name", 32)
+    assert wrapped.replace("\n", "") == "object-halbench.metric_number_0_long_name"
+    assert all(len(line) <= 32 for line in wrapped.splitlines()) and "\n" in wrapped
