@@ -6,11 +6,26 @@ run. Every hook here is documented with its exact signature in
 """
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 import pluggy
 
 from .commands import ColumnSet, Commands
+from .entries import (
+    EmbedderEntry,
+    EvaluatorEntry,
+    JudgeEntry,
+    LossEntry,
+    ModelEntry,
+    RewardEntry,
+    RLAlgorithmEntry,
+    SourceEntry,
+    TrackerEntry,
+)
+from .errors import Problem
+from .spec import ResolvedComponent
+from .spec_models import RunSpec
 
 PROJECT = "mmalign"
 
@@ -19,52 +34,52 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def mmalign_models() -> list:
+def mmalign_models() -> list[ModelEntry]:
     """Return a list of :class:`~mmalign_core.entries.ModelEntry` this plugin provides."""
 
 
 @hookspec
-def mmalign_preference_sources() -> list:
+def mmalign_preference_sources() -> list[SourceEntry]:
     """Return a list of :class:`~mmalign_core.entries.SourceEntry` this plugin provides."""
 
 
 @hookspec
-def mmalign_losses() -> list:
+def mmalign_losses() -> list[LossEntry]:
     """Return a list of :class:`~mmalign_core.entries.LossEntry` this plugin provides."""
 
 
 @hookspec
-def mmalign_evaluators() -> list:
+def mmalign_evaluators() -> list[EvaluatorEntry]:
     """Return a list of :class:`~mmalign_core.entries.EvaluatorEntry` this plugin provides."""
 
 
 @hookspec
-def mmalign_judges() -> list:
+def mmalign_judges() -> list[JudgeEntry]:
     """Return a list of :class:`~mmalign_core.entries.JudgeEntry` this plugin provides."""
 
 
 @hookspec
-def mmalign_embedders() -> list:
+def mmalign_embedders() -> list[EmbedderEntry]:
     """Return a list of :class:`~mmalign_core.entries.EmbedderEntry` this plugin provides."""
 
 
 @hookspec
-def mmalign_trackers() -> list:
+def mmalign_trackers() -> list[TrackerEntry]:
     """Return a list of :class:`~mmalign_core.entries.TrackerEntry` this plugin provides."""
 
 
 @hookspec
-def mmalign_rewards() -> list:
+def mmalign_rewards() -> list[RewardEntry]:
     """Return a list of :class:`~mmalign_core.entries.RewardEntry` this plugin provides."""
 
 
 @hookspec
-def mmalign_rl_algorithms() -> list:
+def mmalign_rl_algorithms() -> list[RLAlgorithmEntry]:
     """Return a list of :class:`~mmalign_core.entries.RLAlgorithmEntry` this plugin provides."""
 
 
 @hookspec
-def mmalign_check_run(spec: Any, resolved: Any) -> list:
+def mmalign_check_run(spec: RunSpec, resolved: Mapping[str, ResolvedComponent]) -> list[str | Problem]:
     """Return problems (strings) with a whole run that no single config can see.
 
     ``spec`` is the validated :class:`~mmalign_core.spec.RunSpec`; ``resolved``
@@ -89,17 +104,17 @@ def mmalign_compare_columns() -> list[ColumnSet]:
 
 
 @hookspec
-def mmalign_on_metrics(run_dir: Any, stage: str, step: int, metrics: dict) -> None:
+def mmalign_on_metrics(run_dir: Path, stage: str, step: int, metrics: dict[str, float]) -> None:
     """Observe one logged row of training metrics (after it is written to ``metrics.jsonl``)."""
 
 
 @hookspec
-def mmalign_on_evaluation(run_dir: Any, stage: str, evaluator: str, metrics: dict) -> None:
+def mmalign_on_evaluation(run_dir: Path, stage: str, evaluator: str, metrics: dict[str, float]) -> None:
     """Observe the metrics of one evaluator once it has finished."""
 
 
 @hookspec
-def mmalign_on_run_end(run_dir: Any, manifest: dict) -> None:
+def mmalign_on_run_end(run_dir: Path, manifest: dict[str, Any]) -> None:
     """Observe the end of a run, with its final manifest."""
 
 
