@@ -94,11 +94,14 @@ class TrackerSet:
         return len(self._trackers)
 
     def start(self, run: TrackedRun) -> None:
+        started = []
         for label, tracker in self._trackers:
             try:
                 tracker.start(run)
             except Exception as exc:
+                self._trackers = started  # only those that started are finished when the run stops
                 raise RunError(f"{label}: the tracker failed to start: {type(exc).__name__}: {exc}") from exc
+            started.append((label, tracker))
         if self._trackers:
             self._log("tracking to " + ", ".join(label for label, _ in self._trackers))
 

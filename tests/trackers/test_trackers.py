@@ -131,6 +131,21 @@ def test_a_failing_tracker_is_reported_once_and_switched_off(tmp_path: Path) -> 
     assert len(warnings) == 1 and "trackers[0]" in warnings[0] and "server gone" in warnings[0]
 
 
+def test_a_tracker_that_cannot_start_stops_the_run_and_only_started_ones_finish(tmp_path: Path) -> None:
+    from mmalign_core.errors import RunError
+
+    class NoStart(Recorder):
+        def start(self, run: TrackedRun) -> None:
+            raise PermissionError("cannot write the log folder")
+
+    first, broken, never = Recorder(), NoStart(), Recorder()
+    ts = TrackerSet([("trackers[0] (a)", first), ("trackers[1] (b)", broken), ("trackers[2] (c)", never)], lambda: [], print)
+    with pytest.raises(RunError, match=r"trackers\[1\] \(b\): the tracker failed to start: PermissionError"):
+        ts.start(TrackedRun(tmp_path, "tracked", {}, "h"))
+    ts.on_run_end(tmp_path, {"status": "failed"})
+    assert first.calls[-1] == ("finish", "failed", None) and never.calls == [] and broken.calls == []
+
+
 # ------------------------------------------------------------------------ each library, read back
 def build(name: str, config: dict | None = None) -> Any:
     from mmalign_core.manager import get_plugins
