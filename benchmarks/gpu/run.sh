@@ -71,7 +71,7 @@ else
     export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
     # The carried transformers must import with the machine's torch; if it does not, fall back to the
     # machine's own transformers and peft (recorded as the install status) rather than lose every part.
-    probe='import torch, transformers, peft, pydantic, mmalign_core.engine.hf_vlm'
+    probe='import torch, transformers, peft, pydantic, mmalign_hf.model'
     if [ "$system_tf" = 0 ] && ! "$python" -c "$probe" >>"$log" 2>&1; then
         echo "run.sh: the carried transformers/peft do not import here; using the machine's (see $log)" >&2
         rm -rf "$site"/transformers "$site"/transformers-* "$site"/peft "$site"/peft-* "$site"/regex "$site"/regex-*
