@@ -27,37 +27,37 @@ _SAFE_STAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @hookimpl
-def mmalign_models() -> list:
+def mmalign_models() -> list[Any]:
     """The core provides no models."""
     return []
 
 
 @hookimpl
-def mmalign_preference_sources() -> list:
+def mmalign_preference_sources() -> list[Any]:
     """The core provides no preference sources."""
     return []
 
 
 @hookimpl
-def mmalign_losses() -> list:
+def mmalign_losses() -> list[Any]:
     """The core provides no losses."""
     return []
 
 
 @hookimpl
-def mmalign_evaluators() -> list:
+def mmalign_evaluators() -> list[Any]:
     """The core provides no evaluators."""
     return []
 
 
 @hookimpl
-def mmalign_judges() -> list:
+def mmalign_judges() -> list[Any]:
     """The core provides no judges."""
     return []
 
 
 @hookimpl
-def mmalign_check_run(spec: Any, resolved: Mapping[str, ComponentEntry]) -> list:
+def mmalign_check_run(spec: Any, resolved: Mapping[str, ComponentEntry]) -> list[Problem]:
     """Cross-component checks of the core (see the module docstring)."""
     problems: list[Problem] = []
     problems += _check_stage_names(spec)

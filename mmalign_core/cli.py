@@ -286,7 +286,7 @@ def cmd_registry_check(args: argparse.Namespace) -> int:
 def _add(
     sub: Any, name: str, func: Callable[[argparse.Namespace], int], help_text: str, description: str
 ) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help_text, description=description)
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=description)
     parser.set_defaults(func=func)
     return parser
 
@@ -366,7 +366,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except SpecValidationError as exc:
         print(str(exc), file=sys.stderr)
         return exc.exit_code

@@ -296,8 +296,7 @@ def _fmt(value: Optional[float], decimals: Optional[int] = None) -> str:
 def _best(table: Table, column: Column) -> Optional[float]:
     if column.higher_is_better is None:
         return None
-    vals = [table.values.get(r, {}).get(column.label) for r in table.rows]
-    vals = [v for v in vals if v is not None]
+    vals = [v for v in (table.values.get(r, {}).get(column.label) for r in table.rows) if v is not None]
     if len(vals) < 2 or len(set(vals)) == 1:
         return None
     return max(vals) if column.higher_is_better else min(vals)

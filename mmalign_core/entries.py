@@ -71,7 +71,7 @@ class ComponentEntry:
             obj = getattr(obj, part)
         return obj
 
-    def build(self, config: BaseModel | dict | None = None, context: Any = None) -> Any:
+    def build(self, config: BaseModel | dict[str, Any] | None = None, context: Any = None) -> Any:
         """Validate ``config`` (a dict or config instance) and call the factory.
 
         ``context`` (a :class:`~mmalign_core.build.BuildContext`) is passed to a factory that declares a

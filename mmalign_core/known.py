@@ -22,7 +22,7 @@ import re
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -120,7 +120,7 @@ def default_registry_path() -> Optional[Path]:
     return PACKAGED_REGISTRY if PACKAGED_REGISTRY.is_file() else None
 
 
-def _read_toml(path: Path) -> dict:
+def _read_toml(path: Path) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
@@ -130,14 +130,15 @@ def _read_toml(path: Path) -> dict:
             raise KnownRegistryError("reading registry.toml on Python 3.10 needs the 'tomli' package") from exc
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data: dict[str, Any] = tomllib.load(fh)
+            return data
     except OSError as exc:
         raise KnownRegistryError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise KnownRegistryError(f"{path}: invalid TOML: {exc}") from exc
 
 
-def _describe_location(loc: tuple) -> str:
+def _describe_location(loc: tuple[Any, ...]) -> str:
     """``('plugins', 'tiny', 'components', 'loss')`` -> ``[plugins.tiny] components.loss``."""
     parts = [str(p) for p in loc]
     if len(parts) >= 2 and parts[0] == "plugins":
@@ -162,7 +163,7 @@ def _format_validation_error(path: object, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_known(data: dict, source: object = "registry.toml") -> KnownRegistry:
+def parse_known(data: dict[str, Any], source: object = "registry.toml") -> KnownRegistry:
     """Validate already-parsed TOML data; raise :class:`KnownRegistryError` with every problem."""
     try:
         return KnownRegistry.model_validate(data)

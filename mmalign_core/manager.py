@@ -41,7 +41,7 @@ DISABLE_ENV = "MMALIGN_DISABLE_PLUGINS"
 BUILTIN_NAME = "core"
 BUILTIN_MODULE = "mmalign_core.builtin"
 
-PluginLike = Union[object, ModuleType, str, tuple]
+PluginLike = Union[object, ModuleType, str, tuple[str, Any]]
 """An explicit plugin: an object or module with hook implementations, a module
 path to import, or a ``(name, plugin)`` pair."""
 
@@ -322,15 +322,15 @@ class Plugins:
                 failures.append(text)
         return failures
 
-    def on_metrics(self, run_dir: Any, stage: str, step: int, metrics: dict) -> list[str]:
+    def on_metrics(self, run_dir: Any, stage: str, step: int, metrics: dict[str, float]) -> list[str]:
         """Tell observers about one metrics row; returns the failures (also logged as warnings)."""
         return self._observe("mmalign_on_metrics", run_dir=run_dir, stage=stage, step=step, metrics=metrics)
 
-    def on_evaluation(self, run_dir: Any, stage: str, evaluator: str, metrics: dict) -> list[str]:
+    def on_evaluation(self, run_dir: Any, stage: str, evaluator: str, metrics: dict[str, float]) -> list[str]:
         """Tell observers an evaluator finished; returns the failures (also logged as warnings)."""
         return self._observe("mmalign_on_evaluation", run_dir=run_dir, stage=stage, evaluator=evaluator, metrics=metrics)
 
-    def on_run_end(self, run_dir: Any, manifest: dict) -> list[str]:
+    def on_run_end(self, run_dir: Any, manifest: dict[str, Any]) -> list[str]:
         """Tell observers the run ended; returns the failures (also logged as warnings)."""
         return self._observe("mmalign_on_run_end", run_dir=run_dir, manifest=manifest)
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
-def _plain_progress(iterable: Iterable, desc: str = "", total: int | None = None) -> Iterable:
+def _plain_progress(iterable: Iterable[Any], desc: str = "", total: int | None = None) -> Iterable[Any]:
     return iterable
 
 
@@ -37,7 +37,7 @@ class Context:
     seed: int = 0
     output_dir: Path = field(default_factory=lambda: Path("."))
     cache_dir: Path = field(default_factory=lambda: Path(".mmalign-cache"))
-    progress: Callable[..., Iterable] = _plain_progress
+    progress: Callable[..., Iterable[Any]] = _plain_progress
     log: Callable[[str], None] = print
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -246,7 +246,7 @@ class RLStageInputs:
     metrics_path: Path
     seed: int
     ctx: Context
-    progress: Callable[..., Iterable] = _plain_progress
+    progress: Callable[..., Iterable[Any]] = _plain_progress
     log: Callable[[str], None] = print
     on_metrics: Callable[[int, dict[str, float]], None] = lambda step, row: None
 

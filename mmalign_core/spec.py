@@ -416,7 +416,7 @@ def _default_loss(stage_type: str, plugins: "Plugins") -> dict[str, Any]:
     """The stage type's default loss, qualified (``losses:dpo``) so that another provider of the bare name cannot
     change what an existing spec means; without the plugin it names, the bare name (its only provider)."""
     model = AlignStage if stage_type == "align" else SFTStage
-    ref = model.model_fields["loss"].get_default(call_default_factory=True).model_dump()
+    ref: dict[str, Any] = model.model_fields["loss"].get_default(call_default_factory=True).model_dump()
     plugin, _, bare = ref["name"].partition(":")
     if bare and plugins.info(plugin) is None:
         ref["name"] = bare

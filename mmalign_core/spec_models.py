@@ -144,7 +144,7 @@ Stage = Annotated[Union[SFTStage, AlignStage, RLStage, EvaluateStage], Field(dis
 class RunSpec(_Strict):
     """A whole run: one model and a list of stages, executed in order."""
 
-    spec_version: Literal[1] = Field(SPEC_VERSION, description="Version of the spec format.")
+    spec_version: Literal[1] = Field(1, description="Version of the spec format.")
     name: str = Field(description="Run name; the default output directory is runs/<name>.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = Field("", description="Free text recorded in the manifest and report.")
     output_dir: Optional[str] = Field(None, description="Where the run writes; relative paths are resolved against the current directory.")

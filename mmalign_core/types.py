@@ -9,11 +9,14 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from .errors import MmalignError
 
-ImageLike = Union[str, Path, bytes, "PIL.Image.Image", Callable[[], "PIL.Image.Image"]]  # noqa: F821
+if TYPE_CHECKING:  # pragma: no cover - Pillow is imported only when an image is loaded
+    import PIL.Image
+
+ImageLike = Union[str, Path, bytes, "PIL.Image.Image", Callable[[], "PIL.Image.Image"]]
 
 
 class ImageTooLarge(MmalignError, ValueError):
@@ -50,7 +53,7 @@ class ImageRef:
     def source(self) -> Any:
         return self._src
 
-    def load(self) -> "PIL.Image.Image":  # noqa: F821
+    def load(self) -> "PIL.Image.Image":
         """The image as RGB.
 
         Raises:

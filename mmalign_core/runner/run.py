@@ -15,7 +15,6 @@ Output layout (``<run>`` is the output directory)::
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import subprocess

@@ -30,7 +30,7 @@ MAX_LISTED = 20
 LOSS_REQUIREMENTS = frozenset({"reference", "rejected"})
 """What the training loop can hand a loss: reference log-probs and rejected answers."""
 
-ConfigLike = Union[BaseModel, dict, None]
+ConfigLike = Union[BaseModel, dict[str, Any], None]
 
 
 class ContractError(AssertionError):
@@ -349,7 +349,7 @@ def _loss_output_problems(out: Any, inputs: Any, entry: ComponentEntry, where: s
             problems.append(f"{where}: metric {name!r} is a {type(value).__name__}, not a float")
         elif not math.isfinite(value):
             problems.append(f"{where}: metric {name!r} is not finite ({value})")
-    missing = [m for m in entry.metrics if m not in metrics]
+    missing = [m for m in getattr(entry, "metrics", ()) if m not in metrics]
     if missing:
         problems.append(f"{where}: declared metrics missing from LossOutput.metrics: {', '.join(missing)}")
     return problems
@@ -471,7 +471,7 @@ def _fingerprint_problems(source: Any, twin: Any) -> list[str]:
     return []
 
 
-def _example_key(item: Any) -> tuple:
+def _example_key(item: Any) -> tuple[Any, ...]:
     return tuple(getattr(item, f, None) for f in ("id", "prompt", "chosen", "rejected", "response"))
 
 
@@ -508,7 +508,7 @@ def _image_problems(images: Any, field: str, load: bool) -> list[str]:
     return problems
 
 
-def _example_problems(item: Any, expected: type, load_images: bool) -> list[str]:
+def _example_problems(item: Any, expected: type[Any], load_images: bool) -> list[str]:
     if not isinstance(item, expected):
         return [f"is a {type(item).__name__}, expected {expected.__name__}"]
     problems = _text_problems(item, ["id", "prompt"])
@@ -582,7 +582,7 @@ def _check_evaluator(entry: ComponentEntry, model: Any, config: ConfigLike, ctx:
         raise findings.fatal(f"evaluate(model, ctx) raised {_describe(exc)}") from exc
     if not isinstance(result, EvalResult):
         raise findings.fatal(f"evaluate() returned {type(result).__name__}, not mmalign_core.types.EvalResult")
-    findings.extend(_eval_result_problems(result, tuple(entry.metrics)))
+    findings.extend(_eval_result_problems(result, tuple(getattr(entry, "metrics", ()))))
     findings.raise_if_any()
     return result
 

@@ -128,7 +128,7 @@ def make_loss_inputs(
         )
     if pairs is None:
         pairs = make_pairs(batch_size) if rejected else make_sft_examples(batch_size)
-    return LossInputs(policy=policy, reference=ref, pairs=list(pairs))
+    return LossInputs(policy=policy, reference=ref, pairs=pairs)
 
 
 __all__ = [

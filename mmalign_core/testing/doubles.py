@@ -26,7 +26,7 @@ class _NullModule:
         self.training = mode
         return self
 
-    def parameters(self) -> list:
+    def parameters(self) -> list[Any]:
         return []
 
 
@@ -69,7 +69,15 @@ class ScriptedModel:
         check_requests: bool = True,
         name: str = "scripted",
     ) -> None:
-        self._respond: Responder = (lambda request, text=respond: text) if isinstance(respond, str) else respond
+        if isinstance(respond, str):
+            fixed = respond
+
+            def constant(request: Any) -> str:
+                return fixed
+
+            self._respond: Responder = constant
+        else:
+            self._respond = respond
         self._score = score
         self.check_requests = check_requests
         self.name = name

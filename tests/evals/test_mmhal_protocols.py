@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mmalign_core.testing import ScriptedModel, check_evaluator
+from mmalign_core.testing import ScriptedModel
 from evals_data import write_png
 
 REPLIES = [

@@ -1,8 +1,7 @@
 """Helpers of the online tests: a scripted policy, scripted judges and source builders (no torch)."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from mmalign_core.protocols import Context
 from mmalign_core.testing import ScriptedModel, make_pairs

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 
 from mmalign_core.manager import get_plugins
-from mmalign_core.protocols import Context
 from mmalign_core.testing import ScriptedModel, check_judge, check_source, make_image_ref
 from mmalign_core.types import GenerationRequest
 from mmalign_online.config import DEFAULT_TEMPLATE, RewardTrainConfig, VLMJudgeConfig
-from mmalign_online.judges import ShapesOracleJudge, VLMJudge
+from mmalign_online.judges import VLMJudge
 from mmalign_online.verdict import (
     Comparison,
     compare_with,
@@ -158,7 +157,7 @@ def test_judges_without_compare_go_through_complete(ctx) -> None:
 
 # ------------------------------------------------------------------------------- reward model
 def test_reward_model_training_beats_chance_on_held_out_shapes_pairs(tiny_model, tmp_path: Path) -> None:
-    from mmalign_online.reward import load_reward_model, train_reward_model
+    from mmalign_online.reward import train_reward_model
 
     pairs = get_plugins().resolve("preference_source", "shapes-pairs").build({"n_pairs": 200, "mode": "mixed"}).pairs(None)
     cfg = RewardTrainConfig(steps=40, batch_size=8, heldout_fraction=0.2, lr=1e-3, head_lr=1e-2)
