@@ -33,6 +33,7 @@ import torch
 from .checks import PROBE_ANSWER, ChatTemplateError, ImageTokenMismatch
 from .family import HFFamilyModel, ProcessedPrompts
 
+
 class LlavaModel(HFFamilyModel):
     """LLaVA-1.5 (``LlavaForConditionalGeneration``)."""
 
