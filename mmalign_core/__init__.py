@@ -7,7 +7,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .config import ComponentConfig
-from .entries import EmbedderEntry, EvaluatorEntry, JudgeEntry, LossEntry, ModelEntry, RewardEntry, RLAlgorithmEntry, SourceEntry
+from .entries import (EmbedderEntry, EvaluatorEntry, JudgeEntry, LossEntry, ModelEntry, RewardEntry, RLAlgorithmEntry, SourceEntry,
+                      TrackerEntry)
 from .hookspecs import hookimpl
 from .refs import NestedComponent
 from .types import EvalResult, GenerationRequest, ImageRef, PreferencePair, SFTExample
@@ -25,6 +26,7 @@ __all__ = [
     "EmbedderEntry",
     "RewardEntry",
     "RLAlgorithmEntry",
+    "TrackerEntry",
     "PreferencePair",
     "SFTExample",
     "ImageRef",

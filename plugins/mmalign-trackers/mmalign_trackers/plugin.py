@@ -1,8 +1,7 @@
 """Registration of the trackers (imports no tracker library; each is checked for with find_spec at validation)."""
 from __future__ import annotations
 
-from mmalign_core.entries import TrackerEntry
-from mmalign_core.hookspecs import hookimpl
+from mmalign_core import TrackerEntry, hookimpl
 
 from .config import MlflowConfig, TensorBoardConfig, WandbConfig
 
