@@ -156,6 +156,21 @@ def _targets(args: argparse.Namespace, tmp: Path) -> list[_Target]:
     return [_Target(str(src), component, _build(entry, config, str(src)), _context(0, tmp / "src"))]
 
 
+def _length_model(args: argparse.Namespace) -> Any:
+    """The model of the spec ``args.src``, built (this imports torch): what decides which pairs are too long."""
+    src = Path(args.src)
+    if not _is_spec(src):
+        raise MmalignError("--lengths needs a run spec: the spec's model decides which pairs are too long")
+    from mmalign_core.manager import get_plugins
+    from mmalign_core.spec import check_spec, load_spec
+
+    validated, problems = check_spec(load_spec(src), get_plugins(), source=str(src))
+    if validated is None:
+        raise SpecValidationError(problems, source=str(src))
+    entry, config = validated.component("model")
+    return _build(entry, config, "model")
+
+
 def _print_examples(examples: dict[str, list[dict[str, Any]]], out: Any) -> None:
     for reason, rows in examples.items():
         for ex in rows:
@@ -168,11 +183,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     tools = _tools()
     results = []
     with tempfile.TemporaryDirectory(prefix="mmalign-data-") as tmp:
-        for t in _targets(args, Path(tmp)):
+        targets = _targets(args, Path(tmp))
+        model = _length_model(args) if getattr(args, "lengths", False) else None
+        for t in targets:
             if not t.static:
                 results.append({"source": t.label, "component": t.component, "skipped_check": "online source: nothing to check up front", "problems": 0})
                 continue
-            report = tools.check(t.source, t.ctx, images=args.images, kind=t.kind)
+            report = tools.check(t.source, t.ctx, images=args.images, kind=t.kind, reindex=getattr(args, "reindex", False))
+            if model is not None:
+                report["over_length"] = tools.length_report(t.source, t.ctx, model, kind=t.kind)
+                report["problems"] += report["over_length"]["over"]
             results.append({"source": t.label, "component": t.component, "kind": t.kind, **report})
     problems = sum(r["problems"] for r in results)
     if args.json:
@@ -202,8 +222,16 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  images: {images['images'] - images['failed']} decoded, {images['failed']} failed", file=out)
             for ex in images["examples"]:
                 print(f"      {ex['where']} (pair {ex['id']}): {ex['detail']}", file=out)
+        for hint in r.get("hints") or []:
+            print(f"  hint: {hint}", file=out)
+        over = r.get("over_length")
+        if over is not None:
+            print(f"  over max_length {over['max_length']}: {over['over']} of {over['checked']} ({over['method']})", file=out)
+            for ex in over["examples"]:
+                print(f"      {ex['where']} (pair {ex['id']}): {ex['tokens']} tokens", file=out)
         if r.get("cache"):
-            print(f"  index: {r['cache']}", file=out)
+            origin = " (reused from the cache; --reindex rebuilds it)" if r.get("from_cache") else " (built now)"
+            print(f"  index: {r['cache']}{origin}", file=out)
         print(f"  {'OK' if r['problems'] == 0 else str(r['problems']) + ' problem(s)'}", file=out)
     return 0 if problems == 0 else 1
 
@@ -303,6 +331,9 @@ def add_commands(commands: Commands) -> None:
     _source_args(chk)
     chk.add_argument("--images", choices=["decode", "none"], default="decode", help="decode every image (default) or only index")
     chk.add_argument("--json", action="store_true", help="print a machine-readable report")
+    chk.add_argument("--reindex", action="store_true", help="rebuild each index even when the cache holds a current one")
+    chk.add_argument("--lengths", action="store_true",
+                     help="also count pairs longer than the spec model's max_length (builds the model: imports torch)")
     chk.set_defaults(func=cmd_check)
 
     ins = dsub.add_parser("inspect", help="statistics and an HTML page of a few pairs",
