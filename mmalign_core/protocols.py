@@ -57,15 +57,26 @@ class PairLogps:
     rejected_tokens: Optional["torch.Tensor"]
     extra_rejected: list["torch.Tensor"] = field(default_factory=list)
     extra_rejected_tokens: list["torch.Tensor"] = field(default_factory=list)
+    #: Per-token log-probs ``[B, T]`` (answer token ``t`` of row ``i`` at ``[i, t]``, zero past
+    #: ``chosen_tokens[i]``); filled when the loss's entry ``requires`` ``"token_logps"``, else None.
+    chosen_token_logps: Optional["torch.Tensor"] = None
+    rejected_token_logps: Optional["torch.Tensor"] = None
 
 
 @dataclass
 class LossInputs:
-    """Everything a loss may read for one micro-batch."""
+    """Everything a loss may read for one micro-batch.
+
+    ``corrupted`` and ``corrupted_reference`` are the policy's and the reference's log-probs of the
+    same answers under the loss's second image condition (:class:`CorruptedImageLoss`); they are
+    filled only when the loss's entry ``requires`` ``"corrupted_image"``.
+    """
 
     policy: PairLogps
     reference: Optional[PairLogps]
     pairs: Sequence[PreferencePair] | Sequence[SFTExample]
+    corrupted: Optional[PairLogps] = None
+    corrupted_reference: Optional[PairLogps] = None
 
 
 @dataclass
@@ -334,6 +345,23 @@ class Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class CorruptedImageLoss(Protocol):
+    """A loss that scores answers under a second image condition (entry ``requires`` ``"corrupted_image"``).
+
+    Each micro-batch the runner calls ``corrupted_pairs(pairs)`` and scores the pairs it returns (the
+    same answers, other images) with the policy and the reference into ``LossInputs.corrupted`` and
+    ``LossInputs.corrupted_reference``: the chosen answers only, or chosen and rejected when
+    ``corrupted_with_rejected`` is true. The corruption must be a pure function of the pair (seeded by
+    its id), so the policy and the reference, and a resumed run, see the same images.
+    """
+
+    @property
+    def corrupted_with_rejected(self) -> bool: ...
+
+    def corrupted_pairs(self, pairs: Sequence[PreferencePair]) -> Sequence[PreferencePair]: ...
 
 
 # ------------------------------------------------------------------ optional capabilities

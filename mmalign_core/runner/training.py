@@ -22,7 +22,7 @@ from ..lazy_import import torch_on_first_use
 
 torch = torch_on_first_use(globals())  # imported at first use, inside a run: the core imports no torch
 
-from ..protocols import LossInputs, PairLogps, Stateful
+from ..protocols import CorruptedImageLoss, LossInputs, PairLogps, Stateful
 from ..types import SFTExample
 from ..spec_models import TrainSettings
 from .guard import unwrap
@@ -302,10 +302,36 @@ def _like(p: PairLogps, like: torch.Tensor) -> PairLogps:
     )
 
 
-def _forward(model: Any, micro: Sequence[Any], kind: str, with_rejected: bool) -> Any:
+def _forward(model: Any, micro: Sequence[Any], kind: str, with_rejected: bool, token_logps: bool = False) -> Any:
     if kind == "sft":
         return model.sft_logps(micro)
+    if token_logps:  # only asked of models when a loss needs it: other models keep the plain signature
+        return model.pair_logps(micro, with_rejected=with_rejected, token_logps=True)
     return model.pair_logps(micro, with_rejected=with_rejected)
+
+
+def _corrupted_logps(loss_fn: Any, model: Any, reference: Any, micro: Sequence[Any], token_logps: bool) -> tuple[Any, Any]:
+    """Policy and reference log-probs of the micro-batch's answers under the loss's corrupted images.
+
+    The second condition shares the answers but not the prompt/image prefix, so it costs one more
+    (prefix + chosen answer) sequence per pair, or two with ``corrupted_with_rejected``.
+    """
+    loss = unwrap(loss_fn)
+    if not isinstance(loss, CorruptedImageLoss):
+        raise TypeError(
+            f"the loss {type(loss).__name__} requires 'corrupted_image' but has no corrupted_pairs()/corrupted_with_rejected; "
+            "implement mmalign_core.protocols.CorruptedImageLoss or drop the requirement"
+        )
+    pairs = list(loss.corrupted_pairs(micro))
+    if len(pairs) != len(micro):
+        raise ValueError(f"{type(loss).__name__}.corrupted_pairs returned {len(pairs)} pairs for a micro-batch of {len(micro)}")
+    with_rejected = bool(loss.corrupted_with_rejected)
+    policy = _forward(model, pairs, "pairs", with_rejected, token_logps)
+    ref = None
+    if reference is not None:
+        with torch.no_grad():
+            ref = _forward(reference, pairs, "pairs", with_rejected, token_logps)
+    return policy, ref
 
 
 def run_training(
@@ -346,6 +372,13 @@ def run_training(
     use_cache = settings.cache_reference and "reference" in loss_requires and data.kind == "pairs"
     if use_cache and data.online is not None:
         raise ValueError(f"stage {stage_name!r}: cache_reference cannot be used with an online source (its pairs change every step)")
+    token_logps = data.kind == "pairs" and "token_logps" in loss_requires
+    corrupted_image = data.kind == "pairs" and "corrupted_image" in loss_requires
+    if use_cache and (token_logps or corrupted_image):
+        raise ValueError(
+            f"stage {stage_name!r}: the loss needs per-token or corrupted-image reference log-probs, which the reference "
+            "cache does not hold; set train.cache_reference to false"
+        )
     # The reference is the model as it is now, before adapters are added.
     ref_key = cache_key(model.fingerprint(), data_fingerprint, data.examples, with_rejected) if use_cache else None
     if settings.lora is not None:
@@ -463,14 +496,18 @@ def run_training(
                 scale = len(micro) * dist.world / global_n
                 sync = dist.no_sync(model.forward_module) if m0 != starts[-1] else _null()
                 with sync:
-                    policy = _forward(model, micro, data.kind, with_rejected)
+                    policy = _forward(model, micro, data.kind, with_rejected, token_logps)
                     ref = None
                     if ref_cache is not None:
                         ref = _like(ref_cache.batch(idx[m0 : m0 + micro_size]), policy.chosen)
                     elif reference is not None:
                         with torch.no_grad():
-                            ref = _forward(reference, micro, data.kind, with_rejected)
-                    out = loss_fn(LossInputs(policy=policy, reference=ref, pairs=micro))
+                            ref = _forward(reference, micro, data.kind, with_rejected, token_logps)
+                    corrupted = corrupted_ref = None
+                    if corrupted_image:
+                        corrupted, corrupted_ref = _corrupted_logps(loss_fn, model, reference, micro, token_logps)
+                    out = loss_fn(LossInputs(policy=policy, reference=ref, pairs=micro, corrupted=corrupted,
+                                             corrupted_reference=corrupted_ref))
                     if not torch.isfinite(out.loss):
                         raise FloatingPointError(f"stage {stage_name!r}: non-finite loss at step {step}")
                     (out.loss * scale).backward()

@@ -222,12 +222,12 @@ class HFFamilyModel(LoadChecks, LengthFilter, FamilyTrainingSetup, HFVisionLangu
         with self._naming(names):
             return super().encode(prompts, images, answers, ids)
 
-    def pair_logps(self, pairs: Sequence[PreferencePair], *, with_rejected: bool = True) -> Any:
+    def pair_logps(self, pairs: Sequence[PreferencePair], *, with_rejected: bool = True, token_logps: bool = False) -> Any:
         for p in pairs:
             answers = [p.chosen] + ([p.rejected, *p.extra_rejected] if with_rejected else [])
             self._check_answers(answers, [p.id] * len(answers))
         with self._naming([p.id for p in pairs]):
-            return super().pair_logps(pairs, with_rejected=with_rejected)
+            return super().pair_logps(pairs, with_rejected=with_rejected, token_logps=token_logps)
 
     # ------------------------------------------------------------ generation
     def generation_inputs(self, reqs: Sequence[GenerationRequest]) -> dict[str, Any]:

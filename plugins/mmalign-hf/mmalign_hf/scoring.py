@@ -82,13 +82,25 @@ class ResponseScoring:
         logp = _token_logps(logits, targets, mask)
         return logp.sum(-1), mask.sum(-1)
 
-    def pair_logps(self, pairs: Sequence[PreferencePair], *, with_rejected: bool = True) -> PairLogps:
+    def _masked_token_logps(self, enc: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-position answer-token log-probs (0 elsewhere) and the answer mask, both ``[N, T-1]``."""
+        inputs = self.inputs_to_device(enc.inputs)
+        out = self.forward_module(**inputs, use_cache=False)
+        targets = inputs["input_ids"][:, 1:]
+        mask = enc.response_mask[:, 1:].to(self.device)
+        return _token_logps(out.logits[:, :-1, :], targets, mask), mask
+
+    def pair_logps(self, pairs: Sequence[PreferencePair], *, with_rejected: bool = True, token_logps: bool = False) -> PairLogps:
         """Chosen/rejected (and extra rejected) log-prob sums for a batch of pairs, with gradients.
 
         All sequences of the batch go through one forward pass. Each pair's prompt is processed
         once and its images are encoded once (see :meth:`_shared_vision`); chosen, rejected and
-        extra rejected answers reuse them.
+        extra rejected answers reuse them. With ``token_logps`` the per-token log-probs of chosen and
+        rejected come too (``PairLogps.chosen_token_logps``); every sequence is then scored on its own
+        (no prefix sharing), as :meth:`_encode_unshared` does.
         """
+        if token_logps:
+            return self._pair_token_logps(pairs, with_rejected)
         b = len(pairs)
         n_extra = max((len(p.extra_rejected) for p in pairs), default=0) if with_rejected else 0
         if n_extra and any(len(p.extra_rejected) != n_extra for p in pairs):
@@ -128,6 +140,25 @@ class ResponseScoring:
             rejected_tokens=cchunks[1] if with_rejected else None,
             extra_rejected=chunks[2:],
             extra_rejected_tokens=cchunks[2:],
+        )
+
+    def _pair_token_logps(self, pairs: Sequence[PreferencePair], with_rejected: bool) -> PairLogps:
+        """Sums, counts and left-aligned per-token log-probs of chosen (and rejected) answers."""
+        b = len(pairs)
+        blocks: list[tuple[str, list[str]]] = [("", [p.chosen for p in pairs])]
+        if with_rejected:
+            blocks.append(("/rejected", [p.rejected for p in pairs]))
+        logp, mask = self._masked_token_logps(self._encode_unshared(pairs, blocks))
+        counts = mask.sum(-1)
+        width = max(int(counts.max()), 1) if counts.numel() else 1
+        rows, _ = mask.nonzero(as_tuple=True)
+        cols = mask.long().cumsum(-1)[mask] - 1  # an answer token's index within its answer
+        tokens = torch.zeros((mask.shape[0], width), dtype=logp.dtype, device=logp.device).index_put((rows, cols), logp[mask])
+        sums = logp.sum(-1)
+        return PairLogps(
+            chosen=sums[:b], rejected=sums[b:] if with_rejected else None,
+            chosen_tokens=counts[:b], rejected_tokens=counts[b:] if with_rejected else None,
+            chosen_token_logps=tokens[:b], rejected_token_logps=tokens[b:] if with_rejected else None,
         )
 
     def _encode_unshared(self, pairs: Sequence[PreferencePair], blocks: list[tuple[str, list[str]]]) -> EncodedBatch:

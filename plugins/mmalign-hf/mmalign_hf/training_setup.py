@@ -91,8 +91,10 @@ class AdapterDisabledReference:
         with self._policy.model.disable_adapter():
             yield
 
-    def pair_logps(self, pairs: Sequence[PreferencePair], *, with_rejected: bool = True) -> PairLogps:
+    def pair_logps(self, pairs: Sequence[PreferencePair], *, with_rejected: bool = True, token_logps: bool = False) -> PairLogps:
         with self._disabled():
+            if token_logps:
+                return self._policy.pair_logps(pairs, with_rejected=with_rejected, token_logps=True)
             return self._policy.pair_logps(pairs, with_rejected=with_rejected)
 
     def sft_logps(self, examples: Sequence[SFTExample]) -> PairLogps:

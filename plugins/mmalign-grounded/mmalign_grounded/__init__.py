@@ -1,0 +1,1 @@
+"""Image-grounded preference losses: answers preferred because of the image (see docs/losses.md)."""
