@@ -59,6 +59,7 @@ def test_grpo_needs_two_samples_per_prompt() -> None:
     assert "at least 2" in _problems(spec)["stages[0].rollout.samples_per_prompt"]
 
 
+@pytest.mark.slow
 def test_a_run_records_the_stage_in_metrics_and_manifest(tmp_path: Path, mmalign_cache: Path) -> None:
     from mmalign_core.runner.run import run_spec
 

@@ -28,6 +28,10 @@ class GRPO(RLAlgorithmBase):
     def needs_reference(self) -> bool:
         return self.config.beta > 0 or self.config.track_kl
 
+    @property
+    def needs_old_scores(self) -> bool:
+        return self.config.epochs > 1
+
     def advantages(self, batch: RolloutBatch) -> None:
         k = batch.rollouts.k
         batch.advantages = group_advantages(batch.rewards, k, scale=self.config.scale_rewards).unsqueeze(1)
@@ -72,6 +76,10 @@ class RLOO(RLAlgorithmBase):
     @property
     def needs_reference(self) -> bool:
         return True
+
+    @property
+    def needs_old_scores(self) -> bool:
+        return self.config.epochs > 1 or self.config.beta > 0
 
     def advantages(self, batch: RolloutBatch) -> None:
         c = self.config

@@ -40,7 +40,7 @@ from .config import RLLoopConfig
 from .estimators import kl_per_token, masked_sum
 from .normalize import RewardNormalizer
 from .rollout import RolloutLog, Rollouts, best_worst_pairs, derive_seed, from_rows, rows_for, sample, score
-from .scoring import TokenScores, check_scorable, eval_mode, frozen_copy, token_scores
+from .scoring import TokenScores, check_scorable, eval_mode, frozen_copy, response_mask, token_scores
 
 
 @dataclass
@@ -117,6 +117,11 @@ class RLAlgorithmBase:
     @property
     def needs_reference(self) -> bool:
         return self.config.track_kl
+
+    @property
+    def needs_old_scores(self) -> bool:
+        """Whether the rollout policy's log-probs are needed (not for one on-policy pass without a KL in the reward)."""
+        return True
 
     def value_head(self) -> Any:
         return None
@@ -315,8 +320,15 @@ class _Loop:
         normed = self.normalizer(ro.rewards)
         requests = ro.response_requests()
         with torch.no_grad(), eval_mode(self.model):
-            old = self._score_old(requests, ro.responses)
             ref = self._score_ref(requests, ro.responses) if self.algo.needs_reference else None
+            if self.algo.needs_old_scores:
+                old = self._score_old(requests, ro.responses)
+            else:  # only the mask: the training pass is the first and only one (its entropy is logged instead)
+                width = max(1, max(len(self.model.answer_tokens(r)) + 1 for r in ro.responses))
+                mask = response_mask(self.model, ro.responses, width)
+                used = int(mask.sum(-1).max())
+                mask = mask[:, :used].to(ref.device if ref is not None else next(self.model.module.parameters()).device)
+                old = TokenScores(logps=torch.zeros_like(mask), mask=mask)
         if ref is not None:
             ref = pad_to(ref, old.logps.shape[1])
         batch = RolloutBatch(rollouts=ro, requests=requests, rewards=torch.tensor(normed, dtype=torch.float32, device=old.logps.device),
@@ -351,8 +363,11 @@ class _Loop:
                 for part in micro:
                     pi = part.tolist()
                     now = token_scores(self.model, [batch.requests[i] for i in pi], [batch.rollouts.responses[i] for i in pi],
-                                       value_head=self.algo.value_head())
+                                       value_head=self.algo.value_head(), entropy=batch.old.entropy is None)
                     width = batch.old.logps.shape[1]
+                    if now.entropy is not None:
+                        m_ent = float((now.entropy * now.mask).sum() / now.mask.sum().clamp(min=1))
+                        sums["entropy"] = sums.get("entropy", 0.0) + m_ent * len(part) / len(mb)
                     now = TokenScores(logps=pad_to(now.logps, width), mask=pad_to(now.mask, width),
                                       values=None if now.values is None else pad_to(now.values, width))
                     loss, m = self.algo.loss(batch, part.to(batch.mask.device), now, totals)
@@ -378,12 +393,13 @@ class _Loop:
             "reward/normalized_mean": float(batch.rewards.mean()),
             "response_length": float(batch.mask.sum(-1).mean()),
             "truncated": sum(not e for e in ro.ended) / ro.n,
-            "entropy": float((batch.old.entropy * batch.mask).sum() / batch.mask.sum().clamp(min=1)),
             "reused": float(ro.reused),
             "generated": float(0 if ro.reused else ro.n),
             "gen_seconds": ro.gen_seconds,
             "reward_seconds": ro.reward_seconds,
         }
+        if batch.old.entropy is not None:
+            out["entropy"] = float((batch.old.entropy * batch.mask).sum() / batch.mask.sum().clamp(min=1))
         for name, values in ro.components.items():
             out[f"reward/{name}/mean"] = statistics.fmean(values)
         if batch.ref_logps is not None:

@@ -47,6 +47,25 @@ def _compact(x: torch.Tensor, resp: torch.Tensor, width: int) -> tuple[torch.Ten
     return gathered, mask
 
 
+def _keeps_logits(model: Any) -> bool:
+    """Whether the model's forward takes ``logits_to_keep``."""
+    cached = model.__dict__.get("_rl_logits_to_keep")
+    if cached is None:
+        import inspect
+
+        module = model.model.get_base_model() if hasattr(model.model, "get_base_model") else model.model
+        cached = "logits_to_keep" in inspect.signature(module.forward).parameters
+        model.__dict__["_rl_logits_to_keep"] = cached
+    return cached
+
+
+def response_mask(model: Any, responses: Sequence[str], width: int) -> torch.Tensor:
+    """``[N, width]`` mask of each response's scored tokens (its tokens, plus the end token if it stopped), without a forward pass."""
+    eos = getattr(model, "eos_token_id", None)
+    lengths = [len(model.answer_tokens(r)) + (1 if eos is not None and model.answer_ended(r) else 0) for r in responses]
+    return (torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)).float()
+
+
 def token_scores(model: Any, requests: Sequence[GenerationRequest], responses: Sequence[str], *, value_head: Any = None,
                  entropy: bool = False) -> TokenScores:
     """Per-token log-probs of ``responses`` given ``requests`` (gradients follow torch's grad mode)."""
@@ -55,10 +74,14 @@ def token_scores(model: Any, requests: Sequence[GenerationRequest], responses: S
     enc = encode([r.prompt for r in requests], [list(r.images) for r in requests], list(responses))
     inputs = to_device(enc.inputs)
     resp = enc.response_mask.to(inputs["input_ids"].device)
-    out = model.forward_module(**inputs, use_cache=False, output_hidden_states=value_head is not None)
-    logits = out.logits[:, :-1, :].float()
-    targets = inputs["input_ids"][:, 1:]
-    rmask = resp[:, 1:]
+    full = resp.shape[1]
+    # Logits only from the earliest answer position on (the LM head and softmax skip the prompt and its image tokens).
+    lo = max(int(resp.float().argmax(dim=1).min()) - 1, 0) if _keeps_logits(model) else 0
+    kwargs = {"logits_to_keep": full - lo} if lo > 0 else {}
+    out = model.forward_module(**inputs, use_cache=False, output_hidden_states=value_head is not None, **kwargs)
+    logits = out.logits[:, :-1, :].float()  # positions lo .. full-2 predict lo+1 .. full-1
+    targets = inputs["input_ids"][:, lo + 1 :]
+    rmask = resp[:, lo + 1 :]
     width = int(rmask.sum(-1).max())
     logsm = torch.log_softmax(logits, dim=-1)
     tok = logsm.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
@@ -71,7 +94,7 @@ def token_scores(model: Any, requests: Sequence[GenerationRequest], responses: S
             ent = _compact(h, rmask, width)[0] * mask
     values = None
     if value_head is not None:
-        hidden = out.hidden_states[-1][:, :-1, :]
+        hidden = out.hidden_states[-1][:, lo:-1, :]
         v = value_head(hidden.to(next(value_head.parameters()).dtype)).squeeze(-1).float()
         values = _compact(v, rmask, width)[0] * mask
     return TokenScores(logps=logps, mask=mask, entropy=ent, values=values)
