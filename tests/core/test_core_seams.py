@@ -13,7 +13,7 @@ from mmalign_core.manager import create_plugins, load_plugins
 from mmalign_core.spec import check_spec, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "examples").glob("**/*.json"))
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("**/*.json") if "study" not in p.parts)
 
 
 class _BetaConfig(ComponentConfig):
