@@ -49,7 +49,8 @@ __all__ = [
 
 # Capabilities a stage itself offers to the components that run in it.
 STAGE_PROVIDES: dict[str, frozenset[str]] = {
-    "align": frozenset({"reference", "rejected"}),
+    # "corrupted_image": the runner scores answers under a loss's corrupted images (protocols.CorruptedImageLoss).
+    "align": frozenset({"reference", "rejected", "corrupted_image"}),
     "sft": frozenset(),
     "evaluate": frozenset(),
 }

@@ -107,6 +107,12 @@ class AvgDPOConfig(PreferenceConfig):
     )
 
 
+class BCOPairConfig(PreferenceConfig):
+    """BCO-pair: -log s(beta*h(y+) - delta) - log s(-(beta*h(y-) - delta)), delta a running mean of the rewards."""
+
+    beta: float = Field(0.1, gt=0, allow_inf_nan=False, description="Inverse temperature beta of the rewards beta*h(y).")
+
+
 class SFTConfig(ComponentConfig):
     """Negative log-likelihood of the response tokens."""
 
@@ -190,3 +196,22 @@ class WeightedSumConfig(ComponentConfig):
         if clashes:
             raise ValueError(f"metric labels must be unique; repeated: {', '.join(clashes)} (set 'label' on the terms)")
         return self
+
+
+def _mpo_terms() -> list[dict[str, Any]]:
+    return [
+        {"loss": {"name": "losses:dpo", "config": {"beta": 0.1}}, "weight": 0.8, "label": "dpo"},
+        {"loss": {"name": "losses:bco-pair", "config": {"beta": 0.1}}, "weight": 0.2, "label": "bco"},
+        {"loss": {"name": "losses:sft"}, "weight": 1.0, "label": "sft"},
+    ]
+
+
+class MPOConfig(WeightedSumConfig):
+    """The MPO recipe (InternVL, arXiv 2411.10442): 0.8 DPO + 0.2 BCO-pair (running shift) + 1.0 SFT, beta 0.1."""
+
+    terms: list[WeightedTerm] = Field(
+        default_factory=_mpo_terms,
+        validate_default=True,
+        min_length=1,
+        description="The weighted-sum terms; default MPO's 0.8*dpo + 0.2*bco-pair + 1.0*sft (labels dpo, bco, sft).",
+    )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from mmalign_core import LossEntry, hookimpl
 
-from .config import AvgDPOConfig, DPOConfig, IPOConfig, RobustDPOConfig, SFTConfig, SLiCConfig, WeightedSumConfig
+from .config import AvgDPOConfig, BCOPairConfig, DPOConfig, IPOConfig, MPOConfig, RobustDPOConfig, SFTConfig, SLiCConfig, WeightedSumConfig
 
 PREFERENCE_METRICS = (
     "loss",
@@ -60,6 +60,22 @@ def mmalign_losses() -> list[LossEntry]:
             factory="mmalign_losses.dpo:AvgDPOLoss",
             requires=PREFERENCE_REQUIRES,
             metrics=PREFERENCE_METRICS,
+        ),
+        LossEntry(
+            name="bco-pair",
+            summary="BCO-pair (TRL bco_pair): -log s(beta*h+ - delta) - log s(-(beta*h- - delta)), delta a running reward mean (saved in checkpoints).",
+            config=BCOPairConfig,
+            factory="mmalign_losses.bco:BCOPairLoss",
+            requires=PREFERENCE_REQUIRES,
+            metrics=PREFERENCE_METRICS + ("delta",),
+        ),
+        LossEntry(
+            name="mpo",
+            summary="MPO preset of the weighted sum (InternVL): 0.8 DPO + 0.2 BCO-pair + 1.0 SFT; resumes with BCO's running shift.",
+            config=MPOConfig,
+            factory="mmalign_losses.weighted:WeightedSumLoss",
+            requires=PREFERENCE_REQUIRES,
+            metrics=("loss",),
         ),
         LossEntry(
             name="weighted-sum",

@@ -1,9 +1,10 @@
 """A weighted sum of registered losses (MPO-style mixtures)."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
-from mmalign_core.protocols import LossInputs, LossOutput
+from mmalign_core.errors import RunError
+from mmalign_core.protocols import LossInputs, LossOutput, Stateful
 
 from .config import WeightedSumConfig, term_labels
 
@@ -13,6 +14,7 @@ class WeightedSumLoss:
 
     Metrics: ``loss`` (the weighted total) and every term's own metrics as
     ``<label>/<metric>`` (``<label>/loss`` is the term's unweighted loss).
+    The states of stateful terms (BCO-pair's running shift) are saved and restored under their labels.
     """
 
     def __init__(self, config: WeightedSumConfig, plugins: Optional[Any] = None, context: Optional[Any] = None):
@@ -39,3 +41,20 @@ class WeightedSumLoss:
         assert total is not None  # the config holds at least one term
         metrics["loss"] = float(total.detach())
         return LossOutput(loss=total, metrics=metrics)
+
+    def _stateful_terms(self) -> list[tuple[str, Any]]:
+        return [(label, term) for label, term in zip(self.labels, self.terms) if isinstance(term, Stateful)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{label: state}`` of every stateful term (empty when no term has state)."""
+        return {label: term.state_dict() for label, term in self._stateful_terms()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        missing = [label for label, _ in self._stateful_terms() if label not in state]
+        if missing:
+            raise RunError(
+                f"the checkpoint holds no state for the weighted-sum term(s) {', '.join(missing)}; it was written with other "
+                "terms or labels -- resume with the spec that wrote it, or start over with --overwrite"
+            )
+        for label, term in self._stateful_terms():
+            term.load_state_dict(state[label])

@@ -14,6 +14,6 @@ def mmalign_models() -> list[ModelEntry]:
             summary="Tiny random-weight LlavaForConditionalGeneration built offline from a config (tests, CPU quickstart).",
             config=TinyLlavaConfig,
             factory="mmalign_tiny.model:make_tiny_llava",
-            capabilities={"generate", "train", "lora"},
+            capabilities={"generate", "train", "lora", "token_logps"},  # token_logps: pair_logps(..., token_logps=True)
         )
     ]
