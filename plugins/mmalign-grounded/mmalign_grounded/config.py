@@ -5,10 +5,11 @@ image, m' its corruption), summed over the answer tokens or averaged (``reductio
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field
 
+from mmalign_bdhs.config import SourceRef  # BDHS's validated reference to a static base source (light: pydantic only)
 from mmalign_core import ComponentConfig
 
 Reduction = Literal["sum", "mean"]
@@ -116,3 +117,25 @@ class SymMPOConfig(ContrastConfig):
         0.1, ge=0, allow_inf_nan=False,
         description="Weight of the margin-consistency term (beta*[h(y+|m) - h(y-|m)] - beta*[h(y-|m') - h(y+|m')])^2.",
     )
+
+
+# ------------------------------------------------------------------ Dropout-NTP source
+def _default_base() -> dict[str, str]:
+    return {"name": "shapes:shapes-pairs"}
+
+
+class DropoutNTPConfig(ComponentConfig):
+    """Dropout next-token prediction (InternVL MPO): rejected = the model's image-blind completion of a truncated chosen answer."""
+
+    base: SourceRef = Field(
+        default_factory=_default_base,
+        validate_default=True,
+        description="The static source giving (image, prompt, chosen answer); its own rejected answers are replaced. Default: shapes-pairs.",
+    )
+    keep_fraction: float = Field(
+        0.5, gt=0, lt=1, description="Fraction of the chosen answer's words kept before the model completes it (MPO: the first half)."
+    )
+    max_new_tokens: int = Field(64, ge=1, le=4096, description="Most tokens of the completion.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Rows per generation batch.")
+    n_pairs: Optional[int] = Field(None, ge=1, description="Use only the first N usable base examples (null: all).")
+    skip_text_only: bool = Field(True, description="Skip base examples without images; False fails on them.")

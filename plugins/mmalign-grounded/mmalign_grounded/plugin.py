@@ -1,9 +1,9 @@
 """Registration of the image-grounded losses (imports nothing heavy)."""
 from __future__ import annotations
 
-from mmalign_core import LossEntry, hookimpl
+from mmalign_core import LossEntry, SourceEntry, hookimpl
 
-from .config import CHiPConfig, MDPOConfig, SymMPOConfig, TPOConfig
+from .config import CHiPConfig, DropoutNTPConfig, MDPOConfig, SymMPOConfig, TPOConfig
 
 #: Every loss here scores answers under a corrupted image too (mmalign_core.protocols.CorruptedImageLoss).
 CONTRAST_REQUIRES = frozenset({"reference", "rejected", "corrupted_image"})
@@ -45,5 +45,19 @@ def mmalign_losses() -> list[LossEntry]:
             factory="mmalign_grounded.symmpo:SymMPOLoss",
             requires=CONTRAST_REQUIRES,
             metrics=CONTRAST_METRICS + ("loss/contrast", "loss/consistency"),
+        ),
+    ]
+
+
+@hookimpl
+def mmalign_preference_sources() -> list[SourceEntry]:
+    return [
+        SourceEntry(
+            name="dropout-ntp",
+            summary="Dropout-NTP (InternVL MPO): rejected = the stage-start model's completion of the chosen answer's first half with every image token hidden (BDHS's attention restriction).",
+            config=DropoutNTPConfig,
+            factory="mmalign_grounded.dropout_ntp:make_source",
+            capabilities={"pairs"},
+            requires={"generate"},
         ),
     ]
