@@ -90,6 +90,8 @@ def load_spec(path: Path | str) -> dict[str, Any]:
     """
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecLoadError(f"{path}: {path.stat().st_size >> 20} MB is larger than a run spec may be ({MAX_SPEC_BYTES >> 20} MB)")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecLoadError(f"{path}: no such file") from None
@@ -99,11 +101,48 @@ def load_spec(path: Path | str) -> dict[str, Any]:
         data = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise SpecLoadError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise SpecLoadError(f"{path}: nested more than {MAX_DEPTH} levels deep; not a run spec") from None
     except ValueError as exc:
         raise SpecLoadError(f"{path}: invalid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise SpecLoadError(f"{path}: a run spec must be a JSON object, not a JSON {type(data).__name__}")
+    problem = _shape_problem(data)
+    if problem:
+        raise SpecLoadError(f"{path}: {problem}")
     return data
+
+
+#: Limits on what a spec file may be: far above any real spec, low enough that validation stays fast.
+MAX_SPEC_BYTES = 16 << 20
+MAX_DEPTH = 64
+
+
+def _shape_problem(data: Any) -> str:
+    """Nesting deeper than :data:`MAX_DEPTH`, or a string that cannot be written as UTF-8 (a lone surrogate)."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while stack:
+        node, loc = stack.pop()
+        if len(loc) > MAX_DEPTH:
+            return f"nested more than {MAX_DEPTH} levels deep at {format_path(loc[:8])}...; not a run spec"
+        if isinstance(node, str) or (isinstance(node, dict) and any(not _utf8(k) for k in node)):
+            if isinstance(node, str) and not _utf8(node):
+                return f"{format_path(loc) or 'the spec'}: the text holds a lone surrogate (\\ud800-\\udfff) that is not valid Unicode"
+            if isinstance(node, dict):
+                return f"{format_path(loc) or 'the spec'}: a key holds a lone surrogate (\\ud800-\\udfff) that is not valid Unicode"
+        if isinstance(node, dict):
+            stack += [(v, (*loc, k)) for k, v in node.items()]
+        elif isinstance(node, list):
+            stack += [(v, (*loc, i)) for i, v in enumerate(node)]
+    return ""
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- paths
@@ -436,6 +475,8 @@ def _component_refs(data: Any, plugins: "Plugins") -> list[_Ref]:
         if not isinstance(stage, dict):
             continue
         kind = stage.get("type")
+        if not isinstance(kind, str):
+            continue  # the envelope reports the bad type
         if kind in DATA_NEEDS:
             if "data" in stage:
                 refs.append(_Ref(("stages", i, "data"), "preference_source", i, kind, stage["data"]))
@@ -544,6 +585,14 @@ def _capability_problems(refs: list[_Ref], found: Mapping[str, ResolvedComponent
     for ref in refs:
         if ref.stage is not None:
             stages.setdefault(ref.stage, []).append(ref)
+    # Per stage once (not per component: a stage with thousands of evaluators stays linear).
+    stage_ready = {i: model is not None and all(p.path in found for p in peers) for i, peers in stages.items()}
+    stage_provides = {
+        i: STAGE_PROVIDES.get(peers[0].stage_type or "", frozenset()).union(
+            model.entry.capabilities if model else (), *(found[p.path].entry.capabilities for p in peers if p.path in found)
+        )
+        for i, peers in stages.items()
+    }
     for ref in refs:
         comp = found.get(ref.path)
         if comp is None:
@@ -554,11 +603,7 @@ def _capability_problems(refs: list[_Ref], found: Mapping[str, ResolvedComponent
         if ref.stage is None:
             scope, provided, ready = "the run", everything, complete
         else:
-            peers = stages[ref.stage]
-            ready = model is not None and all(p.path in found for p in peers)
-            caps = [found[p.path].entry.capabilities for p in peers if p.path in found]
-            provided = STAGE_PROVIDES.get(ref.stage_type or "", frozenset()).union(model.entry.capabilities if model else (), *caps)
-            scope = "this stage"
+            ready, provided, scope = stage_ready[ref.stage], stage_provides[ref.stage], "this stage"
         requirement = _requirement_problem(comp.entry, ref.path, provided, scope, model) if ready else None
         if requirement is not None:
             problems.append(requirement)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .config import reject_boolean_numbers
 
 from .tracking import TrackerRef
 
@@ -18,6 +20,11 @@ SPEC_VERSION = 1
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, data: Any) -> Any:
+        return reject_boolean_numbers(cls, data)
 
 
 class ComponentRef(_Strict):
@@ -30,8 +37,8 @@ class ComponentRef(_Strict):
 class LoraSettings(_Strict):
     """Low-rank adapters for the language model (applied through peft)."""
 
-    r: int = Field(8, ge=1, description="Adapter rank.")
-    alpha: float = Field(16.0, gt=0, description="Adapter scaling numerator (scale = alpha / r).")
+    r: int = Field(8, ge=1, le=4096, description="Adapter rank.")
+    alpha: float = Field(16.0, gt=0, le=1e6, description="Adapter scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: str = Field(
         r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$",
@@ -42,23 +49,23 @@ class LoraSettings(_Strict):
 class TrainSettings(_Strict):
     """Optimisation settings of a training stage."""
 
-    steps: Optional[int] = Field(None, ge=1, description="Optimizer steps; exclusive with 'epochs'.")
-    epochs: Optional[float] = Field(None, gt=0, description="Passes over the data; exclusive with 'steps'. Default 1 when neither is set.")
-    batch_size: int = Field(8, ge=1, description="Examples per optimizer step (the global batch, across accumulation).")
-    micro_batch_size: Optional[int] = Field(None, ge=1, description="Examples per forward pass; batch_size must be a multiple. Default: batch_size.")
-    lr: float = Field(1e-5, gt=0, description="Peak learning rate of the language model parameters.")
-    projector_lr: Optional[float] = Field(None, gt=0, description="Learning rate of the multimodal projector; default: lr.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    steps: Optional[int] = Field(None, ge=1, le=10**9, description="Optimizer steps; exclusive with 'epochs'.")
+    epochs: Optional[float] = Field(None, gt=0, le=10**6, description="Passes over the data; exclusive with 'steps'. Default 1 when neither is set.")
+    batch_size: int = Field(8, ge=1, le=2**20, description="Examples per optimizer step (the global batch, across accumulation).")
+    micro_batch_size: Optional[int] = Field(None, ge=1, le=2**20, description="Examples per forward pass; batch_size must be a multiple. Default: batch_size.")
+    lr: float = Field(1e-5, gt=0, le=10.0, description="Peak learning rate of the language model parameters.")
+    projector_lr: Optional[float] = Field(None, gt=0, le=10.0, description="Learning rate of the multimodal projector; default: lr.")
+    weight_decay: float = Field(0.0, ge=0, le=10.0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas, each in [0, 1).")
     schedule: Literal["constant", "linear", "cosine"] = Field("cosine", description="Learning-rate schedule after warmup.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps with linear warmup.")
-    max_grad_norm: Optional[float] = Field(1.0, gt=0, description="Gradient clipping norm; null disables clipping.")
-    log_every: int = Field(10, ge=1, description="Write a metrics row every N optimizer steps.")
-    checkpoint_every: Optional[int] = Field(None, ge=1, description="Save a resumable checkpoint every N steps; null: only at the end.")
-    keep_checkpoints: int = Field(2, ge=1, description="How many intermediate checkpoints to keep.")
+    max_grad_norm: Optional[float] = Field(1.0, gt=0, le=1e9, description="Gradient clipping norm; null disables clipping.")
+    log_every: int = Field(10, ge=1, le=10**9, description="Write a metrics row every N optimizer steps.")
+    checkpoint_every: Optional[int] = Field(None, ge=1, le=10**9, description="Save a resumable checkpoint every N steps; null: only at the end.")
+    keep_checkpoints: int = Field(2, ge=1, le=1000, description="How many intermediate checkpoints to keep.")
     lora: Optional[LoraSettings] = Field(None, description="Train low-rank adapters instead of all weights.")
     freeze_vision: bool = Field(True, description="Keep the vision tower frozen.")
-    max_examples: Optional[int] = Field(None, ge=1, description="Use only the first N examples of the data (after the source's own subsampling).")
+    max_examples: Optional[int] = Field(None, ge=1, le=10**12, description="Use only the first N examples of the data (after the source's own subsampling).")
     group_by_length: bool = Field(
         False,
         description="Form batches from examples of similar text length (within windows of 64 batches, batch order still shuffled) to cut padding.",
@@ -71,6 +78,8 @@ class TrainSettings(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSettings":
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must each be in [0, 1), got {list(self.betas)}")
         if self.steps is not None and self.epochs is not None:
             raise ValueError("set either 'steps' or 'epochs', not both")
         mb = self.micro_batch_size or self.batch_size
@@ -83,7 +92,7 @@ class SFTStage(_Strict):
     """Supervised fine-tuning on the responses of a data source."""
 
     type: Literal["sft"] = Field(description="Stage kind: 'sft' trains on the responses of a data source.")
-    name: Optional[str] = Field(None, description="Stage name used in outputs; default 'sft'.")
+    name: Optional[str] = Field(None, max_length=100, description="Stage name used in outputs; default 'sft'.")
     data: ComponentRef = Field(description="A preference source with the 'sft' capability (or whose chosen answers are used).")
     loss: ComponentRef = Field(
         default_factory=lambda: ComponentRef(name="losses:sft"),
@@ -96,7 +105,7 @@ class AlignStage(_Strict):
     """Preference optimisation against a frozen reference (the model at the start of the stage)."""
 
     type: Literal["align"] = Field(description="Stage kind: 'align' optimises a preference loss on pairs.")
-    name: Optional[str] = Field(None, description="Stage name used in outputs; default 'align'.")
+    name: Optional[str] = Field(None, max_length=100, description="Stage name used in outputs; default 'align'.")
     data: ComponentRef = Field(description="A preference source with the 'pairs' capability.")
     loss: ComponentRef = Field(
         default_factory=lambda: ComponentRef(name="losses:dpo"),
@@ -122,7 +131,7 @@ class RLStage(_Strict):
     """Reinforcement learning against a reward: sample from the policy, score, update (PPO, RLOO, GRPO, ...)."""
 
     type: Literal["rl"] = Field(description="Stage kind: 'rl' trains the policy on its own samples scored by a reward.")
-    name: Optional[str] = Field(None, description="Stage name used in outputs; default 'rl'.")
+    name: Optional[str] = Field(None, max_length=100, description="Stage name used in outputs; default 'rl'.")
     data: ComponentRef = Field(description="A source of prompts and images: any preference source (its answers are unused) or an SFT source.")
     algorithm: ComponentRef = Field(description="The RL algorithm (component kind 'rl_algorithm'), e.g. 'grpo', 'rloo', 'ppo'.")
     reward: ComponentRef = Field(description="The reward (component kind 'reward'), e.g. 'shapes-oracle', 'reward-model', 'weighted-sum'.")
@@ -134,7 +143,7 @@ class EvaluateStage(_Strict):
     """Run evaluators on the current model."""
 
     type: Literal["evaluate"] = Field(description="Stage kind: 'evaluate' runs evaluators on the current model.")
-    name: Optional[str] = Field(None, description="Stage name used in the report; default 'evaluate'.")
+    name: Optional[str] = Field(None, max_length=100, description="Stage name used in the report; default 'evaluate'.")
     evaluators: list[ComponentRef] = Field(min_length=1, description="Evaluators to run, in order.")
 
 
@@ -145,14 +154,14 @@ class RunSpec(_Strict):
     """A whole run: one model and a list of stages, executed in order."""
 
     spec_version: Literal[1] = Field(1, description="Version of the spec format.")
-    name: str = Field(description="Run name; the default output directory is runs/<name>.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(description="Run name; the default output directory is runs/<name>.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = Field("", description="Free text recorded in the manifest and report.")
     output_dir: Optional[str] = Field(None, description="Where the run writes; relative paths are resolved against the current directory.")
-    seed: int = Field(0, description="Seed for data order, sampling and initialisation.")
+    seed: int = Field(0, ge=0, le=2**62, description="Seed for data order, sampling and initialisation (0 to 2^62).")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the trained weights.")
     deterministic: bool = Field(False, description="Use deterministic torch algorithms (slower, exactly repeatable).")
-    threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch; default: torch's choice.")
+    threads: Optional[int] = Field(None, ge=1, le=4096, description="CPU threads for torch; default: torch's choice.")
     model: ComponentRef = Field(description="The model to train and evaluate.")
     stages: list[Stage] = Field(min_length=1, description="Stages run in order: 'sft', 'align', 'rl', 'evaluate'.")
     trackers: list[TrackerRef] = Field(
@@ -160,6 +169,20 @@ class RunSpec(_Strict):
         description="Experiment trackers the run logs its metrics, evaluations, spec and manifest to, e.g. "
         "[{\"name\": \"tensorboard\"}] (component kind 'tracker'; see docs/tracking.md).",
     )
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return value
+        if not value.strip() or "\x00" in value or len(value) > 4096:
+            raise ValueError("output_dir must be a non-empty path of at most 4096 characters without NUL bytes")
+        from pathlib import Path
+
+        path = Path(value).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"output_dir {value[:200]!r} exists and is not a folder; name a folder for the run")
+        return value
 
     def stage_names(self) -> list[str]:
         """Unique names per stage: the given name or '<type>', suffixed with a counter when repeated."""

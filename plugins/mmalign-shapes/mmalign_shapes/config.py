@@ -166,7 +166,7 @@ class ShapesSFTConfig(ComponentConfig):
     """Supervised data: captions, yes/no and counting questions, and text-only captions."""
 
     world: WorldConfig = Field(default_factory=WorldConfig, description="The shapes world (share it with the evaluators).")
-    n_examples: int = Field(20000, ge=1, description="Number of examples (example i shows scene i of the split).")
+    n_examples: int = Field(20000, ge=1, le=10_000_000, description="Number of examples (example i shows scene i of the split).")
     seed: int = Field(0, ge=0, description="Seed of the scenes and of the question choices.")
     split: str = Field("train", pattern=_SPLIT_PATTERN, description="Scene stream name; 'eval*' names are reserved.")
     caption_fraction: float = Field(0.42, ge=0, le=1, description="Share of image captioning examples.")
@@ -215,7 +215,7 @@ class ShapesPairsConfig(ComponentConfig):
     """Preference pairs: the true caption against a caption with one injected hallucination."""
 
     world: WorldConfig = Field(default_factory=WorldConfig, description="The shapes world (share it with the evaluators).")
-    n_pairs: int = Field(2000, ge=1, description="Number of pairs (pair i shows scene i of the split).")
+    n_pairs: int = Field(2000, ge=1, le=10_000_000, description="Number of pairs (pair i shows scene i of the split).")
     seed: int = Field(0, ge=0, description="Seed of the scenes and of the injections.")
     split: str = Field("align", pattern=_SPLIT_PATTERN, description="Scene stream name; 'eval*' names are reserved.")
     mode: Literal["partner", "add", "swap", "mixed"] = Field(
@@ -264,7 +264,7 @@ class ShapesPopeConfig(ComponentConfig):
     """POPE-style existence probe with random, popular and adversarial negatives."""
 
     world: WorldConfig = Field(default_factory=WorldConfig, description="The shapes world (the one the model was trained on).")
-    n_images: int = Field(200, ge=1, description="Held-out images; each gives its present objects as positives and as many negatives per split.")
+    n_images: int = Field(200, ge=1, le=1_000_000, description="Held-out images; each gives its present objects as positives and as many negatives per split.")
     seed: int = Field(0, ge=0, description="Seed of the evaluation images and the random negatives.")
     absent_fraction: float = Field(
         0.5, ge=0, le=1,
@@ -303,8 +303,8 @@ class ShapesChairConfig(ComponentConfig):
     """Caption hallucination (CHAIR, recall) and the partner-hallucination probe."""
 
     world: WorldConfig = Field(default_factory=WorldConfig, description="The shapes world (the one the model was trained on).")
-    n_images: int = Field(200, ge=1, description="Held-out in-distribution images.")
-    n_absent_images: int = Field(200, ge=1, description="Held-out images showing an anchor without its partner.")
+    n_images: int = Field(200, ge=1, le=1_000_000, description="Held-out in-distribution images.")
+    n_absent_images: int = Field(200, ge=1, le=1_000_000, description="Held-out images showing an anchor without its partner.")
     seed: int = Field(0, ge=0, description="Seed of the evaluation images.")
     prompt: str = Field("Describe the image.", min_length=1, description="Captioning prompt.")
     max_new_tokens: int = Field(24, ge=1, description="Caption length limit (greedy decoding).")
