@@ -240,3 +240,23 @@ def test_a_weighted_sum_builds_its_terms_with_the_validating_manager() -> None:
     config = entry.config.model_validate({"terms": [{"loss": {"name": "only-here"}, "weight": 1.0}]}, context={"plugins": plugins})
     built = entry.build(config, context=BuildContext(plugins=plugins))
     assert isinstance(built.terms[0], Term)
+
+
+def test_validate_finds_a_missing_data_file_in_any_stage_and_inside_other_components(tmp_path: Path, installed: Any) -> None:
+    """Issue 14, part 2: a wrong path in a later stage, or in BDHS's base source, stops `mmalign validate`."""
+    missing = str(tmp_path / "no-such.jsonl")
+    spec = {
+        "name": "preflight", "model": {"name": "tiny:tiny-llava"},
+        "stages": [
+            {"type": "sft", "data": {"name": "shapes:shapes-sft", "config": {"n_examples": 8}}, "train": {"steps": 1}},
+            {"type": "align", "data": {"name": "datasets:local", "config": {"path": missing}}, "train": {"steps": 1}},
+            {"type": "align", "data": {"name": "bdhs:bdhs", "config": {"base": {"name": "datasets:local", "config": {
+                "path": missing, "image_root": str(tmp_path / "images")}}}}, "train": {"steps": 1}},
+        ],
+    }
+    validated, problems = check_spec(spec, installed)
+    assert validated is None
+    found = {p.path: p.message for p in problems if p.severity == "error"}
+    assert "no such file or folder" in found["stages[1].data.config.path"]
+    assert "no such file or folder" in found["stages[2].data.config.base.config.path"]
+    assert "not a folder" in found["stages[2].data.config.base.config.image_root"]

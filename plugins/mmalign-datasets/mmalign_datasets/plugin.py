@@ -1,10 +1,13 @@
 """Registration of the dataset loaders (imports only config classes and entry records)."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from mmalign_core import SourceEntry, hookimpl
 from mmalign_core.commands import Commands
+from mmalign_core.errors import Problem
 
-from .config import HadpoConfig, LlavaRlhfConfig, LocalConfig, PovidConfig, RlaifVConfig, RlhfVConfig, VLFeedbackConfig
+from .config import DatasetConfig, HadpoConfig, LlavaRlhfConfig, LocalConfig, PovidConfig, RlaifVConfig, RlhfVConfig, VLFeedbackConfig
 
 _CAPS = {"pairs", "static"}
 
@@ -70,3 +73,24 @@ def mmalign_add_commands(commands: Commands) -> None:
     from .cli import add_commands
 
     add_commands(commands)
+
+
+@hookimpl
+def mmalign_check_run(spec: Any, resolved: Mapping[str, Any]) -> list[Problem]:
+    """Every file and folder a dataset loader names exists -- in every stage and inside other components
+    (a BDHS base source, an online prompt source) -- so a wrong path in stage 3 stops `mmalign validate`,
+    not the run after stage 1 has trained. Reads nothing but the file system's entries."""
+    from pathlib import Path
+
+    problems: list[Problem] = []
+    for where, comp in resolved.items():
+        config = getattr(comp, "config", None)
+        if getattr(comp, "kind", None) != "preference_source" or not isinstance(config, DatasetConfig):
+            continue
+        name = comp.entry.qualified_name
+        if config.path is not None and not Path(config.path).expanduser().exists():
+            problems.append(Problem(f"{where}.config.path", f"{name}: no such file or folder: {config.path}"))
+        root = config.image_root
+        if root is not None and not Path(root).expanduser().is_dir():
+            problems.append(Problem(f"{where}.config.image_root", f"{name}: image_root is not a folder: {root}"))
+    return problems
