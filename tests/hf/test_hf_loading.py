@@ -53,7 +53,7 @@ def test_entry_meets_the_contract() -> None:
     plugins = check_plugin("mmalign_hf.plugin", name="hf")
     entry = plugins.resolve("model", "hf-vlm")
     check_entry(entry)
-    assert entry.capabilities == {"generate", "train", "lora"}
+    assert entry.capabilities == {"generate", "train", "lora", "token_logps"}
 
 
 # ---------------------------------------------------------------------- paths

@@ -72,6 +72,18 @@ class Qwen2VLModel(HFFamilyModel):
             k += len(imgs)
         return out
 
+    def expected_tokens_per_image(self, image_inputs: dict[str, Any], images: Sequence[Sequence[Any]]) -> list[list[int]] | None:
+        grid = image_inputs.get("image_grid_thw")
+        if grid is None:
+            return None
+        merge = int(getattr(self.processor.image_processor, "merge_size", 2))
+        per_image = [int(n) for n in (grid.prod(-1) // (merge * merge)).tolist()]
+        out, k = [], 0
+        for imgs in images:
+            out.append(per_image[k : k + len(imgs)])
+            k += len(imgs)
+        return out
+
     def extra_token_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
         cfg = self.base_config()
         types = (input_ids == self.image_token_id).long()
@@ -112,6 +124,9 @@ class Idefics3Model(HFFamilyModel):
         seq = int(getattr(self.processor, "image_seq_len"))
         return [int(n) * seq for n in real]
 
+    def expected_tokens_per_image(self, image_inputs: dict[str, Any], images: Sequence[Sequence[Any]]) -> list[list[int]] | None:
+        return None  # split images are tiles, each its own run: the per-row total is checked
+
 
 class PaliGemmaModel(HFFamilyModel):
     """PaliGemma: no chat template; the processor lays out ``<image>``*n ``<bos>`` prompt ``\\n`` and the
@@ -139,7 +154,8 @@ class PaliGemmaModel(HFFamilyModel):
             if ids[i] is None:  # the processor requires images; this is its text layout without them
                 ids[i] = self.tokenizer(bos + prompts[i] + "\n", add_special_tokens=False)["input_ids"]
         seq = int(self.processor.image_seq_length)
-        return ProcessedPrompts([list(r) for r in ids], image_inputs, [seq * len(imgs) for imgs in images])
+        return ProcessedPrompts([list(r) for r in ids], image_inputs, [seq * len(imgs) for imgs in images],
+                                [[seq] * len(imgs) for imgs in images])
 
     def extra_token_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
         if response_mask is None:  # generation: the whole prompt is prefix

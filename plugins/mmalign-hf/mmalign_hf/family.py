@@ -38,6 +38,38 @@ class ProcessedPrompts:
     ids: list[list[int]]  # unpadded prompt ids per row (image tokens expanded)
     image_inputs: dict[str, Any]  # pixel tensors and their companions, batched as the model wants them
     expected_image_tokens: list[int] | None  # per row, from the images alone (None: unknown)
+    expected_per_image: list[list[int]] | None = None  # per row, per image (None: unknown, or not one run per image)
+
+
+def misplaced_image(runs: Sequence[int], per_image: Sequence[int]) -> int | None:
+    """The index of the first image whose tokens do not line up with the row's runs of image tokens, or None.
+
+    Adjacent images may form one run (nothing between their placeholders), so a run must hold the tokens
+    of a whole number of consecutive images.
+    """
+    k = 0
+    for run in runs:
+        start, total = k, 0
+        while total < run and k < len(per_image):
+            total += per_image[k]
+            k += 1
+        if total != run:
+            return min(start, len(per_image) - 1) if per_image else 0
+    return None if k == len(per_image) else k
+
+
+def image_token_runs(row: Sequence[int], token_id: int) -> list[int]:
+    """Lengths of the maximal runs of ``token_id`` in ``row``."""
+    runs: list[int] = []
+    previous = False
+    for t in row:
+        if t == token_id:
+            if previous:
+                runs[-1] += 1
+            else:
+                runs.append(1)
+        previous = t == token_id
+    return runs
 
 
 class HFFamilyModel(LoadChecks, LengthFilter, FamilyTrainingSetup, HFVisionLanguageModel):
@@ -84,6 +116,22 @@ class HFFamilyModel(LoadChecks, LengthFilter, FamilyTrainingSetup, HFVisionLangu
         if self.nested_images:
             return [list(imgs) for imgs in images]
         return [im for imgs in images for im in imgs]
+
+    def expected_tokens_per_image(self, image_inputs: dict[str, Any], images: Sequence[Sequence[Any]]) -> list[list[int]] | None:
+        """Image tokens of each image of each row, where each image's tokens form one run (None: unknown)."""
+        flat = [(im.height, im.width) for imgs in images for im in imgs]
+        fn = getattr(self.processor, "_get_num_multimodal_tokens", None)
+        if not flat or fn is None:
+            return None
+        try:
+            per_image = [int(n) for n in fn(image_sizes=[list(s) for s in flat])["num_image_tokens"]]
+        except Exception:  # noqa: BLE001 - no formula: the per-row check still runs
+            return None
+        out, k = [], 0
+        for imgs in images:
+            out.append(per_image[k : k + len(imgs)])
+            k += len(imgs)
+        return out
 
     def expected_image_tokens(self, image_inputs: dict[str, Any], images: Sequence[Sequence[Any]]) -> list[int] | None:
         """Image tokens each row must hold for its images, or None where the family has no formula."""
@@ -148,7 +196,8 @@ class HFFamilyModel(LoadChecks, LengthFilter, FamilyTrainingSetup, HFVisionLangu
             enc.pop(key, None)
         prompt_ids = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
         image_inputs = dict(enc)
-        return ProcessedPrompts(prompt_ids, image_inputs, self.expected_image_tokens(image_inputs, images))
+        return ProcessedPrompts(prompt_ids, image_inputs, self.expected_image_tokens(image_inputs, images),
+                                self.expected_tokens_per_image(image_inputs, images))
 
     @contextlib.contextmanager
     def _naming(self, names: Sequence[str]) -> Iterator[None]:
@@ -198,6 +247,16 @@ class HFFamilyModel(LoadChecks, LengthFilter, FamilyTrainingSetup, HFVisionLangu
                     f"sample {names[i]}: the processed prompt holds {have} image tokens but its images need {want} "
                     f"({self.family} family, {self.name_or_path}); {hint}"
                 )
+            per_image = pr.expected_per_image[i] if pr.expected_per_image is not None else None
+            if per_image and len(per_image) > 1:
+                runs = image_token_runs(row, self.image_token_id)
+                bad = misplaced_image(runs, per_image)
+                if bad is not None:
+                    raise ImageTokenMismatch(
+                        f"sample {names[i]}: image {bad + 1} of {len(per_image)} needs {per_image[bad]} image tokens, but the "
+                        f"processed prompt's image-token runs are {runs} for per-image needs {per_image} ({self.family} family, "
+                        f"{self.name_or_path}); the processor placed the images' tokens out of step with the images"
+                    )
 
     def _check_answers(self, answers: Sequence[str], names: Sequence[str]) -> None:
         for a, name in zip(answers, names):
