@@ -9,7 +9,7 @@ from PIL import Image
 
 from mmalign_core.manager import get_plugins
 from mmalign_core.protocols import Context
-from mmalign_core.types import ImageRef, PreferencePair
+from mmalign_core.types import ImageRef
 from mmalign_grounded.dropout_ntp import NeedsModelError, head_words
 
 
