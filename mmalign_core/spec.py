@@ -487,7 +487,7 @@ def _component_refs(data: Any, plugins: "Plugins") -> list[_Ref]:
     return refs
 
 
-def _resolve_ref(ref: _Ref, plugins: "Plugins") -> tuple[Optional[ResolvedComponent], list[Problem]]:
+def _resolve_ref(ref: _Ref, plugins: "Plugins", spec_dir: Optional[Path] = None) -> tuple[Optional[ResolvedComponent], list[Problem]]:
     try:
         parsed = ComponentRef.model_validate(ref.raw)
     except ValidationError:
@@ -499,11 +499,19 @@ def _resolve_ref(ref: _Ref, plugins: "Plugins") -> tuple[Optional[ResolvedCompon
         return None, [Problem(format_path((*ref.loc, "name")), str(exc), plugin=owner)]
     try:
         # Components named inside this config (mmalign_core.refs.NestedComponent) resolve with this manager.
-        config = entry.config.model_validate(parsed.config, context={"plugins": plugins})
+        config = entry.config.model_validate(parsed.config, context=_context(plugins, spec_dir))
     except ValidationError as exc:
         owner = entry.plugin or None
         return None, _validation_problems(exc, entry.config, parsed.config, (*ref.loc, "config"), owner)
     return ResolvedComponent(ref.path, ref.loc, ref.kind, entry, config), []
+
+
+def _context(plugins: "Plugins", spec_dir: Optional[Path]) -> dict[str, Any]:
+    """The validation context of component configs: the manager nested names resolve with, and the spec's folder
+    (relative :data:`~mmalign_core.config.SpecPath` values resolve against it)."""
+    from .config import SPEC_DIR_KEY
+
+    return {"plugins": plugins, SPEC_DIR_KEY: str(spec_dir) if spec_dir is not None else None}
 
 
 def _nested_components(parents: Iterable[ResolvedComponent], plugins: "Plugins") -> dict[str, ResolvedComponent]:
@@ -624,13 +632,18 @@ def _document_order(problem: Problem) -> tuple[int, int]:
 
 # ------------------------------------------------------------------- entry points
 def check_spec(
-    data: Any, plugins: Optional["Plugins"] = None, *, source: Optional[str] = None
+    data: Any, plugins: Optional["Plugins"] = None, *, source: Optional[str] = None, spec_dir: Optional[Path] = None
 ) -> tuple[Optional[ValidatedSpec], list[Problem]]:
     """Validate without raising: ``(validated spec or None, every problem)``.
 
     The spec is ``None`` when any problem has severity ``"error"``; warnings
     are returned either way (and also kept on the :class:`ValidatedSpec`).
+    Relative paths in component configs resolve against ``spec_dir`` -- by
+    default the folder of ``source`` when that is a file -- and are kept as
+    written when there is none (data built in Python).
     """
+    if spec_dir is None and source is not None and Path(source).is_file():
+        spec_dir = Path(source).resolve().parent
     if plugins is None:
         from .manager import get_plugins
 
@@ -645,7 +658,7 @@ def check_spec(
     found: dict[str, ResolvedComponent] = {}
     unresolved = False
     for ref in refs:
-        comp, found_problems = _resolve_ref(ref, plugins)
+        comp, found_problems = _resolve_ref(ref, plugins, spec_dir)
         problems += found_problems
         if comp is not None:
             found[comp.path] = comp

@@ -260,3 +260,28 @@ def test_validate_finds_a_missing_data_file_in_any_stage_and_inside_other_compon
     assert "no such file or folder" in found["stages[1].data.config.path"]
     assert "no such file or folder" in found["stages[2].data.config.base.config.path"]
     assert "not a folder" in found["stages[2].data.config.base.config.image_root"]
+
+
+def test_paths_in_a_spec_resolve_against_the_spec_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, installed: Any) -> None:
+    """Issue 16 point 7: a spec works from any working directory; spec.json records the resolved paths."""
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "pairs.jsonl").write_text("")
+    spec_file = folder / "spec.json"
+    spec_file.write_text(json.dumps({
+        "name": "relative", "model": {"name": "tiny:tiny-llava", "config": {"cache_dir": "cache/tiny"}},
+        "stages": [{"type": "align", "data": {"name": "datasets:local", "config": {"path": "data/pairs.jsonl"}}, "train": {"steps": 1}},
+                   {"type": "evaluate", "evaluators": [{"name": "evals:pope", "config": {"data_dir": "pope"}}]}],
+    }))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    validated, problems = check_spec(load_spec(spec_file), installed, source=str(spec_file))
+    assert validated is not None, [p.format() for p in problems if p.severity == "error"]
+    recorded = validated.resolved
+    assert recorded["stages"][0]["data"]["config"]["path"] == str(folder / "data" / "pairs.jsonl")
+    assert recorded["model"]["config"]["cache_dir"] == str(folder / "cache" / "tiny")
+    assert recorded["stages"][1]["evaluators"][0]["config"]["data_dir"] == str(folder / "pope")
+    # Data validated without a spec file keeps what it says: relative to the working directory, where it is missing.
+    same, problems = check_spec(load_spec(spec_file), installed)
+    assert same is None and any(p.path == "stages[0].data.config.path" and "data/pairs.jsonl" in p.message for p in problems)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator
 
+from mmalign_core.config import SpecPath, SpecPathOrId
 from mmalign_core import ComponentConfig, NestedComponent
 
 #: The reference-code noise schedule (``linspace(-6, 6, 1000)``) or the paper's Eq. 8 (``-6 + 12k/1000``).
@@ -139,7 +140,7 @@ class BDHSConfig(ComponentConfig):
 class BDHSOfflineConfig(BDHSConfig):
     """BDHS run once with the stage-start model (the reference) into a resumable dataset on disk."""
 
-    cache_dir: Optional[str] = Field(
+    cache_dir: Optional[SpecPath] = Field(
         None,
         description="Folder of the generated datasets (one subfolder per model, config and base data); default: "
         "<run cache>/bdhs (MMALIGN_CACHE or ~/.cache/mmalign).",
@@ -196,7 +197,7 @@ class MiniLMConfig(ComponentConfig):
 class SentenceTransformersConfig(ComponentConfig):
     """Any local sentence-transformers folder (modules.json, 1_Pooling/), loaded with plain transformers."""
 
-    path: str = Field(
+    path: SpecPathOrId = Field(
         "sentence-transformers/all-mpnet-base-v2",
         description="A local folder, or a Hub id found in the local Hugging Face cache (never downloaded); default: "
         "all-mpnet-base-v2, the paper's choice.",

@@ -9,6 +9,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
+from mmalign_core.config import SpecPath
 from mmalign_core import ComponentConfig
 
 OnError = Literal["skip", "fail"]
@@ -26,7 +27,7 @@ HADPO_PROMPTS: list[str] = [
 class DatasetConfig(ComponentConfig):
     """Settings common to every loader."""
 
-    path: Optional[str] = Field(
+    path: Optional[SpecPath] = Field(
         None,
         description="Local copy in the published layout: a file (parquet, JSON, JSONL, Arrow) or a folder (parquet shards, "
         "a Hugging Face `save_to_disk` folder). Null: fetch `hub_id` (needs a network, or the files in the Hugging Face cache).",
@@ -37,7 +38,7 @@ class DatasetConfig(ComponentConfig):
         "train",
         description="Split to read when the copy holds several (a `DatasetDict` folder, or files named train-*/test-*); ignored otherwise.",
     )
-    image_root: Optional[str] = Field(
+    image_root: Optional[SpecPath] = Field(
         None,
         description="Folder that image paths in the data are resolved against; default: the folder of the data file.",
     )
@@ -64,7 +65,7 @@ class DatasetConfig(ComponentConfig):
         "<image>",
         description="Image placeholder removed from prompts (the model's chat template places images); its count is kept in meta.",
     )
-    cache_dir: Optional[str] = Field(
+    cache_dir: Optional[SpecPath] = Field(
         None,
         description="Where the index (the canonical copy of the data, read row by row) is kept; default: <run cache>/datasets (MMALIGN_CACHE or ~/.cache/mmalign).",
     )

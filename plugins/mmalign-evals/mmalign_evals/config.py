@@ -14,6 +14,7 @@ from typing import ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
+from mmalign_core.config import SpecPath
 from mmalign_core import ComponentConfig, NestedComponent
 
 # ------------------------------------------------------------------------ metric names
@@ -55,7 +56,7 @@ class JudgeRef(NestedComponent):
 class BenchmarkConfig(ComponentConfig):
     """Where the data is, which samples to evaluate, and how to decode (recorded in ``details``)."""
 
-    data_dir: Optional[str] = Field(
+    data_dir: Optional[SpecPath] = Field(
         None,
         description="Folder holding the benchmark files in their published layout; default: the benchmark's folder "
         "under $MMALIGN_DATA, else under data/ in the mmalign cache (see docs/evaluation.md).",
@@ -64,7 +65,7 @@ class BenchmarkConfig(ComponentConfig):
     ids: Optional[list[str]] = Field(
         None, description="Evaluate only these sample ids, in the data's order (the ids recorded in results.json)."
     )
-    ids_file: Optional[str] = Field(None, description="A text file with one sample id per line; combined with 'ids'.")
+    ids_file: Optional[SpecPath] = Field(None, description="A text file with one sample id per line; combined with 'ids'.")
     batch_size: int = Field(8, ge=1, description="Requests per generate() call.")
     do_sample: bool = Field(False, description="Sample instead of greedy decoding (the published numbers use greedy).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature (only with do_sample).")
@@ -104,7 +105,7 @@ class JudgedConfig(BenchmarkConfig):
 class PopeConfig(BenchmarkConfig):
     """POPE: yes/no object-existence questions on COCO val2014, three negative-sampling splits."""
 
-    image_dir: Optional[str] = Field(
+    image_dir: Optional[SpecPath] = Field(
         None, description="COCO val2014 images for the original JSON layout; default data_dir/val2014, then data_dir/images."
     )
     prompt: str = Field(SHORT_ANSWER, description="Prompt template; '{question}' is the POPE question (lmms-eval's default).")
@@ -136,14 +137,14 @@ class PopeConfig(BenchmarkConfig):
 class ObjectHalBenchConfig(JudgedConfig):
     """Object HalBench: detailed descriptions of COCO val2014 images scored by object recall and CHAIR."""
 
-    questions_file: Optional[str] = Field(
+    questions_file: Optional[SpecPath] = Field(
         None, description="The sample list: JSONL with image_id, question and optionally a base64 image; "
         "default data_dir/obj_halbench_300_with_image.jsonl (RLHF-V's release)."
     )
-    annotations_dir: Optional[str] = Field(
+    annotations_dir: Optional[SpecPath] = Field(
         None, description="Folder with COCO instances_val2014.json and captions_val2014.json; default data_dir/annotations."
     )
-    image_dir: Optional[str] = Field(
+    image_dir: Optional[SpecPath] = Field(
         None, description="COCO val2014 images, used for lines without an embedded image; default data_dir/val2014."
     )
     prompt: Optional[str] = Field(
@@ -230,7 +231,7 @@ class MMHalConfig(_QuestionJudgedConfig):
         "with 'rating: N' in the lower-cased reply; none or several -> 0 (a hallucination); every item counts. "
         "'tolerant': the last 'Rating: N' (markdown, '6.', '3.0', '05' accepted); replies without one are left out.",
     )
-    rubric_file: Optional[str] = Field(
+    rubric_file: Optional[SpecPath] = Field(
         None,
         description="A judging-prompt template file, e.g. the template of LLaVA-RLHF's eval_gpt_mmhal.py saved as text to "
         "reproduce published scores. Four '{}' placeholders are filled in the reference's order (image contents, question, "
@@ -300,7 +301,7 @@ class VQAConfig(BenchmarkConfig):
         None, description="Which split's files to read when several are present; default 'validation'/'val' for TextVQA, "
         "'testdev' for GQA."
     )
-    image_dir: Optional[str] = Field(
+    image_dir: Optional[SpecPath] = Field(
         None, description="Images for the JSON layouts; default data_dir/train_images (TextVQA), data_dir/images (GQA, jsonl)."
     )
     prompt: str = Field(SHORT_ANSWER, description="Prompt template; '{question}' is the question (lmms-eval's default).")

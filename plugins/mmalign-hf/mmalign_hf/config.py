@@ -5,6 +5,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
+from mmalign_core.config import SpecPathOrId
 from mmalign_core import ComponentConfig
 
 Family = Literal["auto", "llava", "llava-next", "qwen2-vl", "qwen2.5-vl", "idefics3", "paligemma"]
@@ -13,7 +14,7 @@ Family = Literal["auto", "llava", "llava-next", "qwen2-vl", "qwen2.5-vl", "idefi
 class HFVLMConfig(ComponentConfig):
     """A Hugging Face image-text-to-text checkpoint: a local folder (or a Hub id where a network exists)."""
 
-    path: str = Field(
+    path: SpecPathOrId = Field(
         "",
         description="Local checkpoint folder (config.json, *.safetensors, tokenizer and processor files), "
         "or a Hub id such as 'llava-hf/llava-v1.6-vicuna-7b-hf' when the Hub is reachable.",

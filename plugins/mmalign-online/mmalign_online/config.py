@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 
+from mmalign_core.config import SpecPath
 from mmalign_core import ComponentConfig, NestedComponent
 
 #: The paper's judge instructions, reworded (method spec 3.2). ``{...}`` placeholders are not allowed here.
@@ -289,7 +290,7 @@ class OpenAICompatibleConfig(ComponentConfig):
     backoff_max_s: float = Field(30.0, ge=0, description="Longest delay between retries (also caps a server's Retry-After).")
     max_concurrency: int = Field(4, ge=1, le=64, description="Requests in flight at once.")
     cache: bool = Field(True, description="Keep every reply on disk (judge-cache/ under the run cache), keyed by judge identity and request; reruns reuse them.")
-    cache_dir: Optional[str] = Field(None, description="Folder of the reply cache; default: the run's cache folder (MMALIGN_CACHE or ~/.cache/mmalign).")
+    cache_dir: Optional[SpecPath] = Field(None, description="Folder of the reply cache; default: the run's cache folder (MMALIGN_CACHE or ~/.cache/mmalign).")
     on_error: Literal["empty", "raise"] = Field(
         "empty",
         description="After the retries are spent: 'empty' returns an empty reply (the pair is dropped and counted as unparsable) "
@@ -354,7 +355,7 @@ class RewardModelConfig(ComponentConfig):
         validate_default=True,  # resolved with the validating manager, not at import
         description="The backbone, as a model component; needed to train (a saved reward model records its own). Default: tiny-llava (CPU demo).",
     )
-    path: Optional[str] = Field(
+    path: Optional[SpecPath] = Field(
         None,
         description="Folder of a trained reward model (reward.json, head.pt, backbone/). If it holds none and 'train' is set, the "
         "model is trained and saved there; null: a folder under the run cache keyed by this config.",

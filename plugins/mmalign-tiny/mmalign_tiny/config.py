@@ -5,13 +5,14 @@ from typing import Optional
 
 from pydantic import Field
 
+from mmalign_core.config import SpecPath
 from mmalign_core import ComponentConfig
 
 
 class TinyLlavaConfig(ComponentConfig):
     """Architecture and tokenizer of a tiny random-weight LLaVA, or a folder to load instead."""
 
-    path: Optional[str] = Field(None, description="Load this saved folder (e.g. a previous run's model) instead of building from the settings below.")
+    path: Optional[SpecPath] = Field(None, description="Load this saved folder (e.g. a previous run's model) instead of building from the settings below.")
     seed: int = Field(0, description="Seed of the random initial weights; the build is deterministic.")
     hidden_size: int = Field(64, ge=8, description="Language model hidden size.")
     num_layers: int = Field(2, ge=1, description="Language model decoder layers.")
@@ -26,4 +27,4 @@ class TinyLlavaConfig(ComponentConfig):
     vocab_size: int = Field(512, ge=300, description="Target BPE vocabulary size (byte-level, so any text is encodable).")
     max_position_embeddings: int = Field(512, ge=64, description="Longest sequence the model accepts.")
     max_length: Optional[int] = Field(None, ge=16, description="Length budget per training sequence (image tokens included); default: max_position_embeddings.")
-    cache_dir: Optional[str] = Field(None, description="Where built models are kept; default ~/.cache/mmalign/tiny-llava.")
+    cache_dir: Optional[SpecPath] = Field(None, description="Where built models are kept; default ~/.cache/mmalign/tiny-llava.")
