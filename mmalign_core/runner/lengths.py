@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 from ..types import SFTExample
 
 
-class Kept(Sequence):
+class Kept(Sequence[Any]):
     """The examples at ``index`` of a sequence, in order, without copying them."""
 
     def __init__(self, items: Sequence[Any], index: list[int]):

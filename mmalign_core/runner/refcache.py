@@ -16,11 +16,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..lazy_import import torch_on_first_use
 
-torch = torch_on_first_use(globals())  # imported at first use, inside a run: the core imports no torch
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+else:
+    torch = torch_on_first_use(globals())  # imported at first use, inside a run: the core imports no torch
 
 from ..protocols import PairLogps
 

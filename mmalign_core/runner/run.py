@@ -70,7 +70,7 @@ def _package_versions() -> dict[str, str]:
     return out
 
 
-def make_progress(emit: Callable[[str], None] = print) -> Callable[..., Iterable]:
+def make_progress(emit: Callable[[str], None] = print) -> Callable[..., Iterable[Any]]:
     """A progress factory: tqdm bars on a terminal, a line to ``emit`` every 30 s otherwise (see :mod:`.progress`)."""
     from .progress import make_progress_factory
 
@@ -120,7 +120,7 @@ def resolve_device(name: str, accelerator: Any) -> str:
     return name
 
 
-class _Head(Sequence):
+class _Head(Sequence[Any]):
     """The first ``n`` items of a sequence, without copying it."""
 
     def __init__(self, items: Sequence[Any], n: int):
@@ -161,8 +161,9 @@ class Run:
         if not self.dist.is_main:
             return
         print(f"[mmalign] {msg}", flush=True)
-        self._log_fh.write(f"{_now()} {msg}\n")
-        self._log_fh.flush()
+        if self._log_fh is not None:
+            self._log_fh.write(f"{_now()} {msg}\n")
+            self._log_fh.flush()
 
     def context(self, out_dir: Path, seed: int) -> Context:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -306,7 +307,8 @@ class Run:
         }
 
     def _stage_records(self) -> list[dict[str, Any]]:
-        return self.manifest.get("stages", [])
+        records: list[dict[str, Any]] = self.manifest.get("stages", [])
+        return records
 
     def _observe_metrics(self, stage: str, step: int, row: dict[str, float]) -> None:
         """A metrics row was written: tell the observer hooks and the run's trackers."""
@@ -369,7 +371,8 @@ class Run:
         expected = SFTExample if kind == "sft" else PreferencePair
         if len(items) and not isinstance(items[0], expected):
             raise RunError(f"{path}: source yielded {type(items[0]).__name__}, expected {expected.__name__}")
-        return items
+        materialised: Sequence[Any] = items
+        return materialised
 
     def _train(self, model: Any, i: int, name: str, stage: SFTStage | AlignStage, sdir: Path) -> dict[str, Any]:
         from .training import StageData, latest_checkpoint, run_training, truncate_metrics

@@ -14,13 +14,16 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..lazy_import import torch_on_first_use
 
-torch = torch_on_first_use(globals())  # imported at first use, inside a run: the core imports no torch
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+else:
+    torch = torch_on_first_use(globals())  # imported at first use, inside a run: the core imports no torch
 
 from ..protocols import CorruptedImageLoss, LossInputs, PairLogps, Stateful
 from ..types import SFTExample
@@ -157,7 +160,8 @@ class BatchOrder:
 
     def _group(self, perm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         span = self.window * self.batch_size
-        out = []
+        out: list[np.ndarray] = []
+        assert self.lengths is not None  # grouping is on only with lengths
         for s in range(0, len(perm), span):
             chunk = perm[s : s + span]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
@@ -215,7 +219,8 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
     from ..errors import RunError
 
     try:
-        return torch.load(path, weights_only=True, map_location="cpu")
+        state: dict[str, Any] = torch.load(path, weights_only=True, map_location="cpu")
+        return state
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RunError(
@@ -390,6 +395,7 @@ def run_training(
     if use_cache:
         if not dist.is_main:
             dist.barrier()  # let the main process compute and store the cache first
+        assert ref_key is not None  # use_cache implies a key
         ref_cache, _ = load_or_compute(
             key=ref_key,
             cache_dir=(cache_dir or stage_dir) / "ref-logps",
