@@ -162,7 +162,34 @@ def _check_template(value: str) -> str:
     return value
 
 
-class ShapesSFTConfig(ComponentConfig):
+class _WorldQuestions(ComponentConfig):
+    """Rules shared by the configs that draw scenes of a world and ask yes/no questions about them.
+
+    Each subclass declares its own fields (their descriptions differ); a rule applies where its field exists.
+    """
+
+    @field_validator("split", check_fields=False)
+    @classmethod
+    def _split(cls, value: str) -> str:
+        return _check_split(value)
+
+    @field_validator("question_template", check_fields=False)
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return _check_template(value)
+
+    @model_validator(mode="after")
+    def _check_answers_and_anchors(self) -> "_WorldQuestions":
+        yes, no = getattr(self, "yes_answer", None), getattr(self, "no_answer", None)
+        if yes is not None and yes == no:
+            raise ValueError("yes_answer and no_answer must differ")
+        world = getattr(self, "world", None)
+        if getattr(self, "absent_fraction", 0) > 0 and world is not None and not world.anchors:
+            raise ValueError("absent_fraction > 0 needs at least one anchor pair in the world")
+        return self
+
+
+class ShapesSFTConfig(_WorldQuestions):
     """Supervised data: captions, yes/no and counting questions, and text-only captions."""
 
     world: WorldConfig = Field(default_factory=WorldConfig, description="The shapes world (share it with the evaluators).")
@@ -193,16 +220,6 @@ class ShapesSFTConfig(ComponentConfig):
     yes_answer: str = Field("Yes.", min_length=1, description="Response for a present object.")
     no_answer: str = Field("No.", min_length=1, description="Response for an absent object.")
 
-    @field_validator("split")
-    @classmethod
-    def _split(cls, value: str) -> str:
-        return _check_split(value)
-
-    @field_validator("question_template")
-    @classmethod
-    def _template(cls, value: str) -> str:
-        return _check_template(value)
-
     @model_validator(mode="after")
     def _check_fractions(self) -> "ShapesSFTConfig":
         total = self.caption_fraction + self.yes_no_fraction + self.count_fraction + self.text_only_fraction
@@ -211,7 +228,7 @@ class ShapesSFTConfig(ComponentConfig):
         return self
 
 
-class ShapesPairsConfig(ComponentConfig):
+class ShapesPairsConfig(_WorldQuestions):
     """Preference pairs: the true caption against a caption with one injected hallucination."""
 
     world: WorldConfig = Field(default_factory=WorldConfig, description="The shapes world (share it with the evaluators).")
@@ -241,26 +258,8 @@ class ShapesPairsConfig(ComponentConfig):
     yes_answer: str = Field("Yes.", min_length=1, description="The 'yes' answer text.")
     no_answer: str = Field("No.", min_length=1, description="The 'no' answer text.")
 
-    @field_validator("split")
-    @classmethod
-    def _split(cls, value: str) -> str:
-        return _check_split(value)
 
-    @field_validator("question_template")
-    @classmethod
-    def _template(cls, value: str) -> str:
-        return _check_template(value)
-
-    @model_validator(mode="after")
-    def _check_pairs(self) -> "ShapesPairsConfig":
-        if self.yes_answer == self.no_answer:
-            raise ValueError("yes_answer and no_answer must differ")
-        if self.absent_fraction > 0 and not self.world.anchors:
-            raise ValueError("absent_fraction > 0 needs at least one anchor pair in the world")
-        return self
-
-
-class ShapesPopeConfig(ComponentConfig):
+class ShapesPopeConfig(_WorldQuestions):
     """POPE-style existence probe with random, popular and adversarial negatives."""
 
     world: WorldConfig = Field(default_factory=WorldConfig, description="The shapes world (the one the model was trained on).")
@@ -284,19 +283,6 @@ class ShapesPopeConfig(ComponentConfig):
     no_answer: str = Field("No.", min_length=1, description="The 'no' continuation scored in logprob mode (match the SFT data).")
     max_new_tokens: int = Field(8, ge=1, description="Answer length in generate mode.")
     batch_size: int = Field(32, ge=1, description="Requests per model call.")
-
-    @field_validator("question_template")
-    @classmethod
-    def _template(cls, value: str) -> str:
-        return _check_template(value)
-
-    @model_validator(mode="after")
-    def _check_pope(self) -> "ShapesPopeConfig":
-        if self.yes_answer == self.no_answer:
-            raise ValueError("yes_answer and no_answer must differ")
-        if self.absent_fraction > 0 and not self.world.anchors:
-            raise ValueError("absent_fraction > 0 needs at least one anchor pair in the world")
-        return self
 
 
 class ShapesChairConfig(ComponentConfig):
