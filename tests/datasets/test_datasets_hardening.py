@@ -5,7 +5,6 @@ declare their size (what a decompression bomb looks like to a reader that checks
 """
 from __future__ import annotations
 
-import json
 import struct
 import zlib
 from pathlib import Path
