@@ -334,6 +334,8 @@ CONTRACT_CONFIGS = [
     ("weighted-sum", None),
     ("weighted-sum", {"terms": [{"loss": {"name": "ipo", "config": {"parametrisation": "trl"}}, "weight": 0.8},
                                 {"loss": {"name": "slic"}, "weight": 0.2}, {"loss": {"name": "sft"}, "weight": 1.0}]}),
+    ("bco-pair", None), ("bco-pair", {"beta": 0.2, "reduction": "mean", "nll_alpha": 0.5}),
+    ("mpo", None),
     ("sft", None),
 ]
 

@@ -88,7 +88,7 @@ def test_unknown_term_name_gives_did_you_mean_at_validation() -> None:
     with pytest.raises(ValidationError) as info:
         _cfg({"loss": {"name": "dpoo"}, "weight": 1.0})
     text = str(info.value)
-    assert "Unknown loss 'dpoo'. Did you mean 'dpo'?" in text
+    assert "Unknown loss 'dpoo'. Did you mean 'dpo'" in text  # (other installed losses, such as 'mdpo', may follow)
     assert info.value.errors()[0]["loc"] == ("terms", 0, "loss")
 
 
