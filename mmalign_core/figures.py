@@ -270,13 +270,13 @@ def bar_chart(rows: Sequence[str], columns: Sequence[tuple[str, Optional[bool]]]
     fig = Figure(figsize=(3.6 * n_cols, 2.9 * n_rows + 0.5 + 0.25 * math.ceil(len(rows) / 3)), layout="constrained", dpi=100)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     colours = [f"C{k % 10}" for k in range(len(rows))]
-    handles = []
+    handles: list[Any] = []
     for k, ax in enumerate(axes.flat):
         if k >= len(columns):
             ax.set_visible(False)
             continue
         label, hib = columns[k]
-        arrow = {True: "\n(higher is better)", False: "\n(lower is better)"}.get(hib, "")
+        arrow = "" if hib is None else ("\n(higher is better)" if hib else "\n(lower is better)")
         ax.set_title(wrap_label(label) + arrow, fontsize=9)
         vals = [values.get(r, {}).get(label) for r in rows]
         finite = [(i, v) for i, v in enumerate(vals) if v is not None and math.isfinite(v)]

@@ -94,7 +94,7 @@ class TrackerSet:
         return len(self._trackers)
 
     def start(self, run: TrackedRun) -> None:
-        started = []
+        started: list[tuple[str, Any]] = []
         for label, tracker in self._trackers:
             try:
                 tracker.start(run)

@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sized
 from typing import Any, Callable, Iterable, Iterator
 
 DEFAULT_INTERVAL_S = 30.0
@@ -42,11 +43,11 @@ class LogLineProgress:
     logged loss through it, and the next line shows those values.
     """
 
-    def __init__(self, iterable: Iterable, *, desc: str, total: int | None, emit: Callable[[str], None],
+    def __init__(self, iterable: Iterable[Any], *, desc: str, total: int | None, emit: Callable[[str], None],
                  interval: float, clock: Callable[[], float] = time.monotonic):
         self._iterable = iterable
         self.desc = desc
-        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.total = total if total is not None else (len(iterable) if isinstance(iterable, Sized) else None)
         self._emit = emit
         self._interval = interval
         self._clock = clock
@@ -112,11 +113,11 @@ def progress_mode(stdout: Any = None) -> str:
     return "bars" if callable(isatty) and isatty() else "lines"
 
 
-def _silent(iterable: Iterable, desc: str = "", total: int | None = None) -> Iterable:
+def _silent(iterable: Iterable[Any], desc: str = "", total: int | None = None) -> Iterable[Any]:
     return iterable
 
 
-def make_progress_factory(emit: Callable[[str], None]) -> Callable[..., Iterable]:
+def make_progress_factory(emit: Callable[[str], None]) -> Callable[..., Iterable[Any]]:
     """``progress(iterable, desc=..., total=...)`` in the mode chosen by the environment; lines go to ``emit``."""
     mode = progress_mode()
     if mode == "off":
@@ -124,13 +125,14 @@ def make_progress_factory(emit: Callable[[str], None]) -> Callable[..., Iterable
     if mode == "lines":
         interval = progress_interval()
 
-        def lines(iterable: Iterable, desc: str = "", total: int | None = None) -> Iterable:
+        def lines(iterable: Iterable[Any], desc: str = "", total: int | None = None) -> Iterable[Any]:
             return LogLineProgress(iterable, desc=desc or "progress", total=total, emit=emit, interval=interval)
 
         return lines
     from tqdm.auto import tqdm
 
-    def bars(iterable: Iterable, desc: str = "", total: int | None = None) -> Iterable:
-        return tqdm(iterable, desc=desc, total=total, disable=False, mininterval=1.0, dynamic_ncols=True, leave=False)
+    def bars(iterable: Iterable[Any], desc: str = "", total: int | None = None) -> Iterable[Any]:
+        bar: Iterable[Any] = tqdm(iterable, desc=desc, total=total, disable=False, mininterval=1.0, dynamic_ncols=True, leave=False)
+        return bar
 
     return bars
