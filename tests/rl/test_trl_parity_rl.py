@@ -7,8 +7,6 @@ A tiny random Llama (text only) stands in for the policy: the estimators never s
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
