@@ -154,6 +154,7 @@ class Run:
         self.metrics_path = run_dir / "metrics.jsonl"
         self._log_fh = open(run_dir / "run.log", "a") if self.dist.is_main else None
         self.manifest: dict[str, Any] = {}
+        self._preflighted: dict[int, tuple[Any, Any, Any, Sequence[Any]]] = {}  # stage index -> data read by the pre-flight
         self.trackers = TrackerSet([], self._stage_records, self.log)
 
     # ----------------------------------------------------------------- output
@@ -233,6 +234,7 @@ class Run:
             "load_seconds": round(time.perf_counter() - t_model, 3),
         }
         self.save_manifest()
+        self._preflight(names)
         for i, (stage, name) in enumerate(zip(spec.stages, names)):
             sdir = self.stage_dir(i, name)
             record = self._stage_record(i, name)
@@ -374,22 +376,67 @@ class Run:
         materialised: Sequence[Any] = items
         return materialised
 
+    def _preflight(self, names: Sequence[str]) -> None:
+        """Before the first step: read every pending training stage's static data (the source's own
+        index/cache, which the stage reuses) and load its first example's images, so that a stage with no
+        examples or unreadable images stops the run now, not after the stages before it have trained."""
+        for i, (stage, name) in enumerate(zip(self.spec.stages, names)):
+            if not isinstance(stage, (SFTStage, AlignStage)):
+                continue
+            sdir = self.stage_dir(i, name)
+            entry = self.validated.component(f"stages[{i}].data").entry
+            if (sdir / "done.json").is_file() or "online" in entry.capabilities or "generate" in entry.requires:
+                continue  # finished, or data that only exists once the model is trained this far
+            kind = "sft" if isinstance(stage, SFTStage) else "pairs"
+            _, raw = self.build(f"stages[{i}].data")
+            source = NamedComponent(raw, f"stages[{i}].data: source '{entry.qualified_name}'", self._log_traceback)
+            ctx = self.context(sdir / "data", self.spec.seed + 1000 * (i + 1))
+            examples = self._main_first(lambda: self._materialise(source, kind, f"stages[{i}].data", ctx))
+            self._require_examples(i, entry, source, examples)
+            first = examples[0]
+            images = [*getattr(first, "images", ()), *(getattr(first, "rejected_images", None) or ())]
+            for ref in images:
+                try:
+                    ref.load()
+                except Exception as exc:  # noqa: BLE001 - name the stage and the file
+                    raise RunError(f"stages[{i}].data: the first example's image cannot be loaded ({type(exc).__name__}: "
+                                   f"{exc}); check it with `mmalign data check SPEC`") from None
+            self._preflighted[i] = (entry, source, ctx, examples)
+            self.log(f"pre-flight: stage {i} '{name}': {len(examples)} examples from {entry.qualified_name}")
+
+    def _require_examples(self, i: int, entry: Any, source: Any, examples: Sequence[Any]) -> None:
+        """A stage without examples is a clear error naming the source, its skip reasons and the fix."""
+        if len(examples):
+            return
+        skipped: Any = None
+        if isinstance(unwrap(source), SourceStats):
+            stats = source.stats()
+            skipped = stats.get("skipped") if isinstance(stats, dict) else None
+        why = f"; rows skipped by reason: {skipped}" if skipped else ""
+        raise RunError(f"stages[{i}].data: source '{entry.qualified_name}' produced no examples{why}. "
+                       "`mmalign data check SPEC` lists every skipped row (a wrong path, image_root or format?)")
+
     def _train(self, model: Any, i: int, name: str, stage: SFTStage | AlignStage, sdir: Path) -> dict[str, Any]:
         from .training import StageData, latest_checkpoint, run_training, truncate_metrics
 
         seed = self.spec.seed + 1000 * (i + 1)
-        src_entry, source = self.build(f"stages[{i}].data")
+        kind = "sft" if isinstance(stage, SFTStage) else "pairs"
+        t0 = time.perf_counter()
+        checked = self._preflighted.pop(i, None)
+        if checked is not None:  # a static source, already read by the pre-flight
+            src_entry, source, ctx, examples = checked
+        else:
+            src_entry, raw_source = self.build(f"stages[{i}].data")
+            source = NamedComponent(raw_source, f"stages[{i}].data: source '{src_entry.qualified_name}'", self._log_traceback)
+            ctx = self.context(sdir / "data", seed)
+            if "generate" in src_entry.requires:
+                # Sources that generate (offline BDHS, online sampling) get the model as it is at the start
+                # of the stage, i.e. the reference policy of this stage.
+                ctx.extras["model"] = model
+            examples = self._main_first(lambda: self._materialise(source, kind, f"stages[{i}].data", ctx))
+            self._require_examples(i, src_entry, source, examples)
         loss_entry, loss = self.build(f"stages[{i}].loss")
         loss = NamedCall(loss, f"stages[{i}].loss: loss '{loss_entry.qualified_name}'", self._log_traceback)
-        source = NamedComponent(source, f"stages[{i}].data: source '{src_entry.qualified_name}'", self._log_traceback)
-        kind = "sft" if isinstance(stage, SFTStage) else "pairs"
-        ctx = self.context(sdir / "data", seed)
-        if "generate" in src_entry.requires:
-            # Sources that generate (offline BDHS, online sampling) get the model as it is at the start
-            # of the stage, i.e. the reference policy of this stage.
-            ctx.extras["model"] = model
-        t0 = time.perf_counter()
-        examples = self._main_first(lambda: self._materialise(source, kind, f"stages[{i}].data", ctx))
         if stage.train.max_examples and stage.train.max_examples < len(examples):
             examples = _Head(examples, stage.train.max_examples)
         dropped: list[str] = []

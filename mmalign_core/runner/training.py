@@ -178,7 +178,7 @@ class BatchOrder:
         return idx, (start + size) / self.n
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     """The generators' states as tensors and plain values only, so that ``torch.load(weights_only=True)`` reads them."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
@@ -192,7 +192,8 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured (torch, Python, numpy and CUDA generators)."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     nps = state["numpy"]
@@ -238,7 +239,7 @@ def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, step: int, stag
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     torch.save(
-        {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+        {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
          "log_window": log_window or {}, "components": components or {}},
         tmp / TRAINER_STATE,
     )
@@ -430,7 +431,7 @@ def run_training(
         model.load_checkpoint(ckpt)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         start = int(state["step"])
         restore_component_states(stateful, state.get("components") or {}, stage_name)
         log(f"[{stage_name}] resuming from {ckpt.name} (step {start}/{steps})")

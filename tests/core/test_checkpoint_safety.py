@@ -53,14 +53,14 @@ def test_trainer_state_round_trips_under_weights_only(tmp_path: Path) -> None:
     opt.step()
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     random.seed(5), np.random.seed(6), torch.manual_seed(7)
-    rng = training._rng_state()
+    rng = training.rng_state()
     path = tmp_path / training.TRAINER_STATE
     torch.save({"step": 2, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng,
                 "log_window": {"sums": {"loss": 1.25}, "counts": {"loss": 2}}}, path)
     expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
     random.seed(0), np.random.seed(0), torch.manual_seed(0)
     state = training.load_trainer_state(path)
-    training._set_rng_state(state["rng"])
+    training.set_rng_state(state["rng"])
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
     assert state["log_window"] == {"sums": {"loss": 1.25}, "counts": {"loss": 2}}
     opt.load_state_dict(state["optimizer"])

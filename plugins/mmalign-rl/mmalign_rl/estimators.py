@@ -173,7 +173,7 @@ class FixedKL:
         return None
 
     def state(self) -> dict[str, float]:
-        return {"value": self.value}
+        return {"value": float(self.value)}
 
     def load(self, state: dict[str, float]) -> None:
         self.value = float(state["value"])
@@ -194,7 +194,7 @@ class AdaptiveKL:
         self.value *= 1.0 + error * n_steps / self.horizon
 
     def state(self) -> dict[str, float]:
-        return {"value": self.value}
+        return {"value": float(self.value)}
 
     def load(self, state: dict[str, float]) -> None:
         self.value = float(state["value"])

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 import shutil
 import statistics
 import time
@@ -29,11 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 
 from mmalign_core.protocols import RLStageInputs
-from mmalign_core.runner.training import TRAINER_STATE, BatchOrder, latest_checkpoint, lr_lambda
+from mmalign_core.runner.training import (
+    TRAINER_STATE,
+    BatchOrder,
+    latest_checkpoint,
+    load_trainer_state,
+    lr_lambda,
+    rng_state,
+    set_rng_state,
+)
 from mmalign_core.types import GenerationRequest
 
 from .config import RLLoopConfig
@@ -70,21 +76,6 @@ class Totals:
     tokens: float
     micro_batches: int
     max_new_tokens: int
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _slice(scores: TokenScores, idx: torch.Tensor) -> TokenScores:
@@ -245,7 +236,7 @@ class _Loop:
         final, tmp = root / f"step-{step:07d}", root / f".tmp-step-{step:07d}"
         shutil.rmtree(tmp, ignore_errors=True)
         self.model.save_pretrained(tmp)
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
                     "algorithm": self.algo.state(), "normalizer": self.normalizer.state()}, tmp / TRAINER_STATE)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -273,11 +264,11 @@ class _Loop:
         start = 0
         ckpt = latest_checkpoint(st.stage_dir)
         if ckpt is not None:
-            state = torch.load(ckpt / TRAINER_STATE, weights_only=False)
+            state = load_trainer_state(ckpt / TRAINER_STATE)  # weights_only: a planted pickle is refused
             model.load_checkpoint(ckpt)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"])
+            set_rng_state(state["rng"])
             self.algo.load(state["algorithm"])
             self.normalizer.load(state["normalizer"])
             start = int(state["step"])

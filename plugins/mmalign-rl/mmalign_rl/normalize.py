@@ -57,7 +57,9 @@ class RewardNormalizer:
         return [max(-c, min(c, x)) for x in out] if c is not None else out
 
     def state(self) -> dict[str, float | list[float] | None]:
-        return {"count": self.count, "mean": self.mean_, "m2": self.m2, "fixed": list(self.fixed) if self.fixed else None}
+        # Plain Python numbers only: checkpoints are read with torch.load(weights_only=True).
+        return {"count": int(self.count), "mean": float(self.mean_), "m2": float(self.m2),
+                "fixed": [float(x) for x in self.fixed] if self.fixed else None}
 
     def load(self, state: dict) -> None:
         self.count, self.mean_, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
