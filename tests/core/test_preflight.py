@@ -27,3 +27,16 @@ def test_a_stage_without_examples_stops_the_run_before_anything_trains(tmp_path:
     assert "stages[1].data: source 'datasets:local' produced no examples" in done.stderr
     assert "mmalign data check" in done.stderr
     assert not (tmp_path / "run" / "stages" / "0-sft" / "model").exists(), "stage 0 trained before the data problem was found"
+
+
+def test_data_check_flags_a_stage_without_examples(tmp_path: Path, capsys) -> None:
+    from mmalign_core import cli
+
+    (tmp_path / "empty.jsonl").write_text("")
+    spec = {"name": "zero", "model": {"name": "tiny:tiny-llava"},
+            "stages": [{"type": "align", "data": {"name": "datasets:local", "config": {"path": str(tmp_path / "empty.jsonl"),
+                                                                                      "cache_dir": str(tmp_path / "idx")}}}]}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert cli.main(["data", "check", str(tmp_path / "spec.json"), "--images", "none"]) == 1
+    out = capsys.readouterr().out
+    assert "stages[0].data" in out and "no usable examples: the run would stop here" in out

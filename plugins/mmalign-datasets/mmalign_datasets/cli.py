@@ -193,6 +193,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             if model is not None:
                 report["over_length"] = tools.length_report(t.source, t.ctx, model, kind=t.kind)
                 report["problems"] += report["over_length"]["over"]
+            if not report.get("pairs_available"):
+                # Nothing to train on: `mmalign run` stops at this stage (its pre-flight), so say it here too.
+                report["problems"] += 1
+                report.setdefault("hints", []).append(
+                    "no usable examples: the run would stop here (a wrong path, image_root or format? see the skips above)"
+                )
             results.append({"source": t.label, "component": t.component, "kind": t.kind, **report})
     problems = sum(r["problems"] for r in results)
     if args.json:
