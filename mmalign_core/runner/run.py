@@ -387,22 +387,33 @@ class Run:
             entry = self.validated.component(f"stages[{i}].data").entry
             if (sdir / "done.json").is_file() or "online" in entry.capabilities or "generate" in entry.requires:
                 continue  # finished, or data that only exists once the model is trained this far
-            kind = "sft" if isinstance(stage, SFTStage) else "pairs"
-            _, raw = self.build(f"stages[{i}].data")
-            source = NamedComponent(raw, f"stages[{i}].data: source '{entry.qualified_name}'", self._log_traceback)
-            ctx = self.context(sdir / "data", self.spec.seed + 1000 * (i + 1))
-            examples = self._main_first(lambda: self._materialise(source, kind, f"stages[{i}].data", ctx))
-            self._require_examples(i, entry, source, examples)
-            first = examples[0]
-            images = [*getattr(first, "images", ()), *(getattr(first, "rejected_images", None) or ())]
-            for ref in images:
-                try:
-                    ref.load()
-                except Exception as exc:  # noqa: BLE001 - name the stage and the file
-                    raise RunError(f"stages[{i}].data: the first example's image cannot be loaded ({type(exc).__name__}: "
-                                   f"{exc}); check it with `mmalign data check SPEC`") from None
-            self._preflighted[i] = (entry, source, ctx, examples)
-            self.log(f"pre-flight: stage {i} '{name}': {len(examples)} examples from {entry.qualified_name}")
+            try:
+                self._preflighted[i] = self._read_stage_data(i, stage, sdir, entry)
+            except BaseException as exc:
+                # The stage failed before it started: the manifest says which one and why.
+                self.manifest["stages"].append({
+                    "index": i, "name": name, "type": stage.type, "status": "failed", "phase": "pre-flight",
+                    "error": f"{type(exc).__name__}: {exc}"[:4000], "finished": _now(),
+                })
+                raise
+            self.log(f"pre-flight: stage {i} '{name}': {len(self._preflighted[i][3])} examples from {entry.qualified_name}")
+
+    def _read_stage_data(self, i: int, stage: SFTStage | AlignStage, sdir: Path, entry: Any) -> tuple[Any, Any, Any, Sequence[Any]]:
+        """Build stage ``i``'s static source, read its examples and load the first example's images."""
+        kind = "sft" if isinstance(stage, SFTStage) else "pairs"
+        _, raw = self.build(f"stages[{i}].data")
+        source = NamedComponent(raw, f"stages[{i}].data: source '{entry.qualified_name}'", self._log_traceback)
+        ctx = self.context(sdir / "data", self.spec.seed + 1000 * (i + 1))
+        examples = self._main_first(lambda: self._materialise(source, kind, f"stages[{i}].data", ctx))
+        self._require_examples(i, entry, source, examples)
+        first = examples[0]
+        for ref in [*getattr(first, "images", ()), *(getattr(first, "rejected_images", None) or ())]:
+            try:
+                ref.load()
+            except Exception as exc:  # noqa: BLE001 - name the stage and the file
+                raise RunError(f"stages[{i}].data: the first example's image cannot be loaded ({type(exc).__name__}: "
+                               f"{exc}); check it with `mmalign data check SPEC`") from None
+        return entry, source, ctx, examples
 
     def _require_examples(self, i: int, entry: Any, source: Any, examples: Sequence[Any]) -> None:
         """A stage without examples is a clear error naming the source, its skip reasons and the fix."""
