@@ -205,10 +205,10 @@ def validate_entry(entry: ComponentEntry) -> list[str]:
 def default_problems(cfg: type[BaseModel]) -> list[str]:
     """Defaults of ``cfg`` that fail its own validation (pydantic does not check defaults by itself).
 
-    The defaults are written out as JSON data and validated again, so a default
-    such as ``Field(-1.0, gt=0)`` or one that a model validator rejects is found
-    when the plugin registers, not after a run trained with it. Required fields
-    are left out (their absence is not a fault of the defaults).
+    Each default is validated again as an assignment to its own field, so a default
+    such as ``Field(-1.0, gt=0)`` is found when the plugin registers, not after a run
+    trained with it. Required fields, defaults whose factory needs other plugins and
+    model-level rules (which may need user input) are left out.
     """
     from pydantic import ValidationError
 

@@ -145,15 +145,8 @@ def _weights(folder: Path) -> dict[str, Any]:
     return load_file(str(folder / "model.safetensors"))
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_matches_uninterrupted_run(env: dict[str, str], tmp_path: Path) -> None:
-    steps, every = 24, 4
-    spec = write(tmp_path / "s.json", _tiny_spec("killed", steps, every))
-    straight = tmp_path / "straight"
-    ok = cli(env, "run", str(spec), "--output-dir", str(straight))
-    assert ok.returncode == 0, ok.stderr
-
-    killed = tmp_path / "killed"
+def _kill_at_checkpoint(env: dict[str, str], spec: Path, killed: Path, every: int) -> None:
+    """Start the run in ``killed`` and SIGKILL it once its align stage wrote the step-``every`` checkpoint."""
     proc = subprocess.Popen([sys.executable, "-m", "mmalign_core.cli", "run", str(spec), "--output-dir", str(killed)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = killed / "stages" / "1-align" / "checkpoints" / f"step-{every:07d}" / "trainer_state.pt"
@@ -164,6 +157,18 @@ def test_sigkill_then_resume_matches_uninterrupted_run(env: dict[str, str], tmp_
     proc.wait()
     assert marker.is_file(), "the run never reached its first checkpoint"
     assert not (killed / "stages" / "1-align" / "done.json").exists(), "the run finished before it could be killed"
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted_run(env: dict[str, str], tmp_path: Path) -> None:
+    steps, every = 24, 4
+    spec = write(tmp_path / "s.json", _tiny_spec("killed", steps, every))
+    straight = tmp_path / "straight"
+    ok = cli(env, "run", str(spec), "--output-dir", str(straight))
+    assert ok.returncode == 0, ok.stderr
+
+    killed = tmp_path / "killed"
+    _kill_at_checkpoint(env, spec, killed, every)
 
     resumed = cli(env, "run", str(spec), "--output-dir", str(killed), "--resume")
     assert resumed.returncode == 0, resumed.stderr
@@ -189,16 +194,7 @@ def test_a_stateful_loss_resumes_bit_exactly_after_sigkill(env: dict[str, str], 
     assert ok.returncode == 0, ok.stderr
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "mmalign_core.cli", "run", str(spec), "--output-dir", str(killed)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = killed / "stages" / "1-align" / "checkpoints" / f"step-{every:07d}" / "trainer_state.pt"
-    deadline = time.time() + 300
-    while not marker.is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert marker.is_file(), "the run never reached its first checkpoint"
-    assert not (killed / "stages" / "1-align" / "done.json").exists(), "the run finished before it could be killed"
+    _kill_at_checkpoint(env, spec, killed, every)
     resumed = cli(env, "run", str(spec), "--output-dir", str(killed), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from step-" in resumed.stdout

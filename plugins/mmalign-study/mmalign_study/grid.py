@@ -62,7 +62,7 @@ def validate_all(study: StudySpec, arms: Sequence[str], plugins: Any) -> None:
         specs = [(f"base (seed {seed})", base_run(study, seed))]
         specs += [(f"arms.{arm} (seed {seed})", arm_run(study, arm, seed, None)) for arm in arms]
         for label, data in specs:
-            validated, found = check_spec(data, plugins, source=label)
+            _, found = check_spec(data, plugins, source=label)
             problems += [(label, p) for p in found if p.severity == "error"]
         if problems:
             break  # the other seeds repeat the same problems
